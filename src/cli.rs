@@ -1,0 +1,114 @@
+//! Command-line parsing, written here: `moe COMMAND [--flag value | --switch]…`.
+//! Every command declares the flags it takes; anything else is an error that names it.
+
+use crate::cpu::threads;
+use crate::error::{Error, Result};
+
+/// (name, one-line summary, the issue that builds it if it is not built yet)
+pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
+    ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", Some(5)),
+    ("generate", "sample text from a checkpoint with a KV cache", Some(6)),
+    ("init", "write a randomly initialised checkpoint of any size", Some(6)),
+    ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),
+    ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
+    ("tokenizer-train", "train a byte-level BPE tokenizer", Some(4)),
+    ("tokenize", "print the token ids of a text", Some(4)),
+    ("detokenize", "print the text of token ids", Some(4)),
+    ("bench", "matmul GFLOP/s against numpy (and the other benchmarks)", None),
+];
+
+/// Flags every command accepts.
+const COMMON_FLAGS: &[&str] = &["threads"];
+
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "moe — Mixture-of-Experts language models from scratch (OLMoE, OpenMoE)\n\n\
+         usage: moe COMMAND [FLAGS]\n\ncommands:\n",
+    );
+    for (name, summary, issue) in COMMANDS {
+        let status = issue.map_or(String::new(), |i| format!("  (not yet built: issue #{i})"));
+        s += &format!("  {name:<16} {summary}{status}\n");
+    }
+    s +=
+        "\nflags for every command:\n  --threads N      CPU threads (default: MOE_THREADS, else all cores)\n";
+    s += "\n`moe COMMAND --help` shows a command's own flags.\n";
+    s
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub struct Args {
+    pub command: String,
+    flags: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    /// Splits `argv` (without the program name) into the command and its flags.
+    pub fn parse(argv: &[String]) -> Result<Args> {
+        let mut it = argv.iter().peekable();
+        let command = match it.next() {
+            None => "help".to_string(),
+            Some(c) if c == "--help" || c == "-h" => "help".to_string(),
+            Some(c) => c.clone(),
+        };
+        let mut flags = Vec::new();
+        while let Some(arg) = it.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                return Err(Error::invalid(format!("argument '{arg}'"), "expected a flag starting with --"));
+            };
+            let (name, value) = match name.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => {
+                    let takes_value = it.peek().is_some_and(|next| !next.starts_with("--"));
+                    (name.to_string(), if takes_value { it.next().cloned() } else { None })
+                }
+            };
+            flags.push((name, value));
+        }
+        Ok(Args { command, flags })
+    }
+
+    /// Errors on any flag outside `allowed` and the common ones; applies `--threads`.
+    pub fn check(&self, allowed: &[&str]) -> Result<()> {
+        for (name, _) in &self.flags {
+            if !allowed.contains(&name.as_str()) && !COMMON_FLAGS.contains(&name.as_str()) && name != "help" {
+                let mut known: Vec<String> =
+                    allowed.iter().chain(COMMON_FLAGS).map(|f| format!("--{f}")).collect();
+                known.sort();
+                return Err(Error::invalid(format!("moe {}: flag --{name}", self.command), "unknown flag")
+                    .with_hint(format!("this command takes: {}", known.join(" "))));
+            }
+        }
+        if let Ok(v) = std::env::var("MOE_THREADS") {
+            threads::set_num_threads(parse_count("MOE_THREADS", &v)?);
+        }
+        if let Some(n) = self.count("threads")? {
+            threads::set_num_threads(n);
+        }
+        Ok(())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn value(&self, name: &str) -> Result<Option<&str>> {
+        match self.flags.iter().rev().find(|(n, _)| n == name) {
+            None => Ok(None),
+            Some((_, Some(v))) => Ok(Some(v)),
+            Some((_, None)) => Err(Error::invalid(format!("flag --{name}"), "needs a value")),
+        }
+    }
+
+    /// A positive integer flag.
+    pub fn count(&self, name: &str) -> Result<Option<usize>> {
+        self.value(name)?.map(|v| parse_count(&format!("--{name}"), v)).transpose()
+    }
+}
+
+fn parse_count(what: &str, v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::invalid(what, format!("expected a positive integer, got '{v}'"))),
+    }
+}

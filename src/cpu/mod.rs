@@ -1,0 +1,4 @@
+//! CPU performance machinery: the blocked SIMD GEMM and the thread helpers.
+
+pub mod gemm;
+pub mod threads;

@@ -1,0 +1,15 @@
+//! moe: a from-scratch Rust reference implementation of Mixture-of-Experts language models
+//! (OLMoE, OpenMoE). Modules in layer order, lowest first (see ARCHITECTURE in README.md).
+
+// 1 formats and shared plumbing
+pub mod error;
+pub mod rng;
+// 2 tensors, ops and the CPU machinery
+pub mod cpu;
+pub mod ops;
+pub mod tensor;
+// 3 autograd
+pub mod autograd;
+// 6 commands
+pub mod bench;
+pub mod cli;

@@ -1,0 +1,30 @@
+//! The `moe` binary: parse the command line, run the command, print any error and exit 1.
+
+use moe::cli::{self, Args};
+use moe::error::{Error, Result};
+
+fn run(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv)?;
+    match args.command.as_str() {
+        "help" => {
+            print!("{}", cli::help_text());
+            Ok(())
+        }
+        "bench" => moe::bench::run(&args),
+        other => match cli::COMMANDS.iter().find(|(name, _, _)| *name == other) {
+            Some((_, _, Some(issue))) => {
+                Err(Error::invalid(format!("moe {other}"), format!("not yet built (issue #{issue})")))
+            }
+            _ => Err(Error::invalid(format!("command '{other}'"), "unknown command")
+                .with_hint("`moe --help` lists the commands")),
+        },
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&argv) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

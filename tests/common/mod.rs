@@ -1,0 +1,145 @@
+//! The gradient-check harness every op test uses.
+//!
+//! For an op f with inputs x₁…xₙ (f32) and a plain f64 reference forward `reference`:
+//! 1. forward:  our f32 output against reference(x) in f64,
+//!    max|ours − ref| ≤ fwd_tol · max(1e-4, max|ref|);
+//! 2. backward: with a random upstream gradient g and L(x) = Σ f(x)·g, our backward's dL/dxᵢ
+//!    against the central difference (L(x + h·eⱼ) − L(x − h·eⱼ)) / 2h of the *reference*,
+//!    max|ours − fd| ≤ bwd_tol · max(1e-4, max|fd|), over every element (or a seeded sample of
+//!    `MAX_FD_ELEMENTS` for large inputs).
+//! The reference runs in f64 so the finite difference itself is accurate to ~1e-9.
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use moe::autograd::{Tape, Var};
+use moe::rng::Rng;
+use moe::tensor::Tensor;
+
+pub const MAX_FD_ELEMENTS: usize = 300;
+pub const FD_STEP: f64 = 1e-5;
+
+/// Default bounds: f32 forward, f32 backward.
+pub const FWD_TOL: f64 = 1e-5;
+pub const BWD_TOL: f64 = 1e-3;
+
+/// One input of a checked op.
+pub struct Input {
+    pub value: Tensor,
+    /// Checked against finite differences (false for constants such as positions).
+    pub differentiable: bool,
+}
+
+pub fn param(value: Tensor) -> Input {
+    Input { value, differentiable: true }
+}
+
+pub fn constant(value: Tensor) -> Input {
+    Input { value, differentiable: false }
+}
+
+/// Uniform in [-1, 1).
+pub fn rand(shape: &[usize], rng: &mut Rng) -> Tensor {
+    Tensor::uniform(shape, -1.0, 1.0, rng)
+}
+
+pub fn to_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// max|a − b| / max(1e-4, max|b|): the error every check reports, relative to the largest
+/// reference value (the floor only guards an all-zero reference).
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "rel_err: lengths {} vs {}", a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|y| y.abs()).fold(1e-4, f64::max);
+    diff / scale
+}
+
+/// Checks an op's forward against `reference` and its backward against central differences
+/// of `reference`. `build` records the op on a tape from the inputs' vars (in order) and
+/// returns its output; `reference` maps the inputs (as f64) to the output (as f64, flat).
+pub fn check_op(
+    name: &str,
+    inputs: &[Input],
+    build: impl Fn(&mut Tape, &[Var]) -> Var,
+    reference: impl Fn(&[Vec<f64>]) -> Vec<f64>,
+    fwd_tol: f64,
+    bwd_tol: f64,
+) {
+    let mut rng = Rng::new(0xC0FFEE);
+    let mut tape = Tape::new();
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|i| if i.differentiable { tape.param(i.value.clone()) } else { tape.constant(i.value.clone()) })
+        .collect();
+    let out = build(&mut tape, &vars);
+    let out_value = tape.value(out).clone();
+
+    // 1. forward
+    let x64: Vec<Vec<f64>> = inputs.iter().map(|i| to_f64(i.value.data())).collect();
+    let want = reference(&x64);
+    let fwd = rel_err(&to_f64(out_value.data()), &want);
+    println!("{name}: forward  rel err {fwd:.2e} (bound {fwd_tol:.0e}), output {:?}", out_value.shape());
+    assert!(fwd <= fwd_tol, "{name}: forward rel err {fwd:.3e} > {fwd_tol:.0e}");
+
+    // 2. backward
+    let seed = rand(out_value.shape(), &mut rng);
+    let g64 = to_f64(seed.data());
+    let grads = tape.backward_from(out, seed);
+    let loss = |x: &[Vec<f64>]| -> f64 { reference(x).iter().zip(&g64).map(|(y, g)| y * g).sum() };
+    for (i, input) in inputs.iter().enumerate().filter(|(_, i)| i.differentiable) {
+        let ours = match grads.get(vars[i]) {
+            Some(g) => to_f64(g.data()),
+            None => vec![0.0; input.value.numel()],
+        };
+        let n = input.value.numel();
+        let elements: Vec<usize> = if n <= MAX_FD_ELEMENTS {
+            (0..n).collect()
+        } else {
+            (0..MAX_FD_ELEMENTS).map(|_| rng.below(n)).collect()
+        };
+        let mut x = x64.clone();
+        let (mut got, mut fd) = (Vec::new(), Vec::new());
+        for &j in &elements {
+            let orig = x[i][j];
+            let h = FD_STEP * orig.abs().max(1.0);
+            x[i][j] = orig + h;
+            let up = loss(&x);
+            x[i][j] = orig - h;
+            let down = loss(&x);
+            x[i][j] = orig;
+            fd.push((up - down) / (2.0 * h));
+            got.push(ours[j]);
+        }
+        let bwd = rel_err(&got, &fd);
+        println!(
+            "{name}: backward input {i} {:?} rel err {bwd:.2e} (bound {bwd_tol:.0e}) over {} elements",
+            input.value.shape(),
+            elements.len()
+        );
+        assert!(bwd <= bwd_tol, "{name}: backward of input {i} rel err {bwd:.3e} > {bwd_tol:.0e}");
+    }
+}
+
+/// Plain f64 matrix product of row-major a (m×k) and b (k×n), for references.
+pub fn matmul_ref(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            for j in 0..n {
+                c[i * n + j] += a[i * k + p] * b[p * n + j];
+            }
+        }
+    }
+    c
+}
+
+/// Row-major transpose of an r×c matrix.
+pub fn transpose(x: &[f64], r: usize, c: usize) -> Vec<f64> {
+    let mut t = vec![0.0; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            t[j * r + i] = x[i * c + j];
+        }
+    }
+    t
+}
