@@ -106,14 +106,6 @@ impl Tape {
         self.nodes[v.0].value.shape()
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// The same values viewed with another shape (same element count).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Var {
         let y = self.value(x).reshape(shape);

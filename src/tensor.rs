@@ -62,9 +62,10 @@ impl Tensor {
     /// (rows, cols): the last dimension is `cols`, all the others multiply into `rows`.
     /// A scalar is (1, 1).
     pub fn rows_cols(&self) -> (usize, usize) {
-        let cols = self.shape.last().copied().unwrap_or(1);
-        let rows = if cols == 0 { 0 } else { self.numel() / cols };
-        (rows, cols)
+        match self.shape.split_last() {
+            Some((&cols, leading)) => (leading.iter().product(), cols),
+            None => (1, 1),
+        }
     }
 
     pub fn data(&self) -> &[f32] {

@@ -126,11 +126,8 @@ fn same_thread_count_gives_same_bits() {
 fn matmul_case(
     name: &str,
     batch: &[usize],
-    m: usize,
-    k: usize,
-    n: usize,
-    ta: bool,
-    tb: bool,
+    (m, k, n): (usize, usize, usize),
+    (ta, tb): (bool, bool),
     b_shared: bool,
 ) {
     let mut rng = Rng::new(5);
@@ -165,10 +162,10 @@ fn matmul_case(
 fn matmul_gradients() {
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
         let tag = format!("matmul ta={ta} tb={tb}");
-        matmul_case(&format!("{tag} 2-D"), &[], 5, 7, 3, ta, tb, false);
-        matmul_case(&format!("{tag} size-1"), &[], 1, 1, 1, ta, tb, false);
-        matmul_case(&format!("{tag} batched"), &[2, 3], 4, 9, 17, ta, tb, false);
-        matmul_case(&format!("{tag} shared B"), &[3], 7, 5, 6, ta, tb, true);
+        matmul_case(&format!("{tag} 2-D"), &[], (5, 7, 3), (ta, tb), false);
+        matmul_case(&format!("{tag} size-1"), &[], (1, 1, 1), (ta, tb), false);
+        matmul_case(&format!("{tag} batched"), &[2, 3], (4, 9, 17), (ta, tb), false);
+        matmul_case(&format!("{tag} shared B"), &[3], (7, 5, 6), (ta, tb), true);
     }
 }
 

@@ -84,9 +84,12 @@ pub fn par_rows2(
     work_per_row: usize,
     f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) {
-    let rows = if a_row_len == 0 { 0 } else { a.len() / a_row_len };
+    let rows = a.len().checked_div(a_row_len).unwrap_or(0);
     assert_eq!(a.len(), rows * a_row_len, "par_rows: length not a multiple of the row");
     assert_eq!(b.len(), rows * b_row_len, "par_rows2: outputs have different row counts");
+    if rows == 0 {
+        return;
+    }
     let ranges = split_range(rows, threads_for(rows.saturating_mul(work_per_row)), 1);
     if ranges.len() == 1 {
         return f(0, a, b);

@@ -23,3 +23,9 @@ pub fn accumulate(grad: &mut [f32], delta: &[f32]) {
         *g += d;
     }
 }
+
+/// log Σ exp(x), shifted by the max so no exp overflows (f32, summed in order).
+pub fn logsumexp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+}

@@ -6,7 +6,10 @@
 //! 2. backward: with a random upstream gradient g and L(x) = Σ f(x)·g, our backward's dL/dxᵢ
 //!    against the central difference (L(x + h·eⱼ) − L(x − h·eⱼ)) / 2h of the *reference*,
 //!    max|ours − fd| ≤ bwd_tol · max(1e-4, max|fd|), over every element (or a seeded sample of
-//!    `MAX_FD_ELEMENTS` for large inputs).
+//!    `MAX_FD_ELEMENTS` for large inputs);
+//! 3. accumulation: the op applied twice to the same inputs, outputs added, must give twice
+//!    the gradients, so a backward that overwrites (=) instead of accumulating (+=) fails.
+//!
 //! The reference runs in f64 so the finite difference itself is accurate to ~1e-9.
 #![allow(dead_code)] // each test binary uses part of the harness
 
@@ -46,9 +49,13 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
 }
 
 /// max|a − b| / max(1e-4, max|b|): the error every check reports, relative to the largest
-/// reference value (the floor only guards an all-zero reference).
+/// reference value (the floor only guards an all-zero reference). Any NaN or infinity on
+/// either side is an infinite error (`f64::max` alone would skip a NaN).
 pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "rel_err: lengths {} vs {}", a.len(), b.len());
+    if !a.iter().chain(b).all(|v| v.is_finite()) {
+        return f64::INFINITY;
+    }
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs()).fold(1e-4, f64::max);
     diff / scale
@@ -66,11 +73,21 @@ pub fn check_op(
     bwd_tol: f64,
 ) {
     let mut rng = Rng::new(0xC0FFEE);
+    let leaves =
+        |tape: &mut Tape| -> Vec<Var> {
+            inputs
+                .iter()
+                .map(|i| {
+                    if i.differentiable {
+                        tape.param(i.value.clone())
+                    } else {
+                        tape.constant(i.value.clone())
+                    }
+                })
+                .collect()
+        };
     let mut tape = Tape::new();
-    let vars: Vec<Var> = inputs
-        .iter()
-        .map(|i| if i.differentiable { tape.param(i.value.clone()) } else { tape.constant(i.value.clone()) })
-        .collect();
+    let vars = leaves(&mut tape);
     let out = build(&mut tape, &vars);
     let out_value = tape.value(out).clone();
 
@@ -84,13 +101,22 @@ pub fn check_op(
     // 2. backward
     let seed = rand(out_value.shape(), &mut rng);
     let g64 = to_f64(seed.data());
-    let grads = tape.backward_from(out, seed);
+    let grads = tape.backward_from(out, seed.clone());
+    let mut twice = Tape::new();
+    let twice_vars = leaves(&mut twice);
+    let (first, second) = (build(&mut twice, &twice_vars), build(&mut twice, &twice_vars));
+    let both = twice.add(first, second);
+    let twice_grads = twice.backward_from(both, seed);
     let loss = |x: &[Vec<f64>]| -> f64 { reference(x).iter().zip(&g64).map(|(y, g)| y * g).sum() };
     for (i, input) in inputs.iter().enumerate().filter(|(_, i)| i.differentiable) {
-        let ours = match grads.get(vars[i]) {
-            Some(g) => to_f64(g.data()),
-            None => vec![0.0; input.value.numel()],
-        };
+        let grad_of = |g: Option<&Tensor>| g.map_or(vec![0.0; input.value.numel()], |g| to_f64(g.data()));
+        let ours = grad_of(grads.get(vars[i]));
+        let doubled: Vec<f64> = ours.iter().map(|g| 2.0 * g).collect();
+        let acc = rel_err(&grad_of(twice_grads.get(twice_vars[i])), &doubled);
+        assert!(
+            acc <= 1e-5,
+            "{name}: input {i}: two uses give {acc:.3e} off twice the gradient (= instead of +=?)"
+        );
         let n = input.value.numel();
         let elements: Vec<usize> = if n <= MAX_FD_ELEMENTS {
             (0..n).collect()

@@ -1,0 +1,66 @@
+//! The `moe` binary as a user meets it: help, unknown input, bad thread counts.
+
+use std::process::{Command, Output};
+
+fn moe(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args(args).env_remove("MOE_THREADS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the moe binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    for args in [&["--help"][..], &["help"], &[]] {
+        let out = moe(args, &[]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for cmd in ["train", "generate", "init", "upcycle", "analyze", "tokenizer-train", "tokenize", "bench"]
+        {
+            assert!(text.contains(&format!("  {cmd} ")), "help misses '{cmd}':\n{text}");
+        }
+        assert!(text.contains("--threads N"));
+    }
+}
+
+#[test]
+fn unbuilt_and_unknown_commands_fail_with_a_message() {
+    let out = moe(&["upcycle"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("moe upcycle: not yet built (issue #7)"), "{}", stderr(&out));
+    let out = moe(&["fly"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("command 'fly': unknown command"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HINT: `moe --help`"));
+}
+
+#[test]
+fn bad_flags_and_thread_counts_are_errors_not_panics() {
+    // (arguments, environment, the message stderr must contain)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["bench", "--threads", "0"], &[], "--threads: expected a positive integer, got '0'"),
+        (&["bench", "--threads"], &[], "flag --threads: needs a value"),
+        (&["bench", "--speed", "9"], &[], "moe bench: flag --speed: unknown flag"),
+        (&["bench"], &[("MOE_THREADS", "many")], "MOE_THREADS: expected a positive integer, got 'many'"),
+    ];
+    for (args, env, want) in cases {
+        let out = moe(args, env);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?} panicked");
+    }
+}
+
+#[test]
+fn bench_help_describes_its_flags() {
+    let out = moe(&["bench", "--help"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--reps"));
+}
