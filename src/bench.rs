@@ -13,7 +13,7 @@ use std::time::Instant;
 
 pub const HELP: &str = "moe bench [--reps N] [--threads N]\n\
   Prints GFLOP/s of the f32 matmul at the shapes the model uses, beside numpy's where\n\
-  python3 with numpy is installed. --reps: timed repeats per entry (default 7).\n";
+  python3 with numpy is installed. --reps: timed repeats per entry (default 15).\n";
 
 /// (M, K, N): C[M, N] = A[M, K] · B[K, N].
 const SHAPES: [(usize, usize, usize); 3] = [(1024, 1024, 1024), (256, 1024, 4096), (4096, 256, 1024)];
@@ -29,7 +29,7 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     args.check(&["reps"])?;
-    let reps = args.count("reps")?.unwrap_or(7);
+    let reps = args.count("reps")?.unwrap_or(15);
     matmul_table(reps)
 }
 

@@ -147,7 +147,9 @@ pub fn gemm_with(
     if n_threads <= 1 {
         return gemm_block(kernel, c, ldc, a, b, accumulate);
     }
-    if m >= n_threads * 4 * MR {
+    // Each thread packs the whole of the operand it shares: B (K×N) when C is split by rows,
+    // A (M×K) when split by columns. Share the smaller one.
+    if m >= n && m >= n_threads * MR {
         // Split C by rows: each thread owns a contiguous band of C.
         std::thread::scope(|s| {
             let mut rest = c;
@@ -162,7 +164,8 @@ pub fn gemm_with(
             }
         });
     } else {
-        // Few rows (e.g. decoding one token): split by columns into private buffers.
+        // Split C by columns into private buffers (column blocks of C are not contiguous),
+        // then copy them into place.
         let ranges = threads::split_range(n, n_threads, NR);
         let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
             let handles: Vec<_> = ranges
@@ -262,6 +265,17 @@ fn pack_a(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize
 fn pack_b(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize) {
     for (s, sliver) in dst.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
         let cols = NR.min(nc - s * NR);
+        if b.rs == 1 {
+            // Column-contiguous B (a transposed weight): read each column in order.
+            sliver.fill(0.0);
+            for col in 0..cols {
+                let start = p0 + (j0 + s * NR + col) * b.cs;
+                for (p, &v) in b.data[start..start + kc].iter().enumerate() {
+                    sliver[p * NR + col] = v;
+                }
+            }
+            continue;
+        }
         for (p, row) in sliver.chunks_exact_mut(NR).enumerate() {
             if cols == NR && b.cs == 1 {
                 let start = (p0 + p) * b.rs + j0 + s * NR;
