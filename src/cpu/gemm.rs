@@ -144,71 +144,55 @@ pub fn gemm_with(
         (m - 1) * ldc + n,
         c.len()
     );
+    // C as row slices, each exactly N long: threads get disjoint sets of them.
+    let mut rows: Vec<&mut [f32]> = c.chunks_mut(ldc).take(m).map(|row| &mut row[..n]).collect();
     if n_threads <= 1 {
-        return gemm_block(kernel, c, ldc, a, b, accumulate);
+        return gemm_block(kernel, &mut rows, a, b, accumulate);
     }
     // Each thread packs the whole of the operand it shares: B (K×N) when C is split by rows,
     // A (M×K) when split by columns. Share the smaller one.
     if m >= n && m >= n_threads * MR {
-        // Split C by rows: each thread owns a contiguous band of C.
         std::thread::scope(|s| {
-            let mut rest = c;
-            let mut done = 0;
+            let mut rest = &mut rows[..];
             for r in threads::split_range(m, n_threads, MR) {
-                let band_len = if r.end == m { rest.len() } else { (r.end - done) * ldc };
-                let (band, tail) = rest.split_at_mut(band_len);
+                let (band, tail) = rest.split_at_mut(r.len());
                 rest = tail;
-                done = r.end;
                 let a_band = a.row_block(r.start, r.len());
-                s.spawn(move || gemm_block(kernel, band, ldc, a_band, b, accumulate));
+                s.spawn(move || gemm_block(kernel, band, a_band, b, accumulate));
             }
         });
     } else {
-        // Split C by columns into private buffers (column blocks of C are not contiguous),
-        // then copy them into place.
         let ranges = threads::split_range(n, n_threads, NR);
-        let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let b_part = b.col_block(r.start, r.len());
-                    s.spawn(move || {
-                        let mut part = vec![0.0; m * b_part.cols];
-                        gemm_block(kernel, &mut part, b_part.cols, a, b_part, false);
-                        part
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("gemm worker panicked")).collect()
-        });
-        for (r, part) in ranges.iter().zip(&parts) {
-            for i in 0..m {
-                let dst = &mut c[i * ldc + r.start..i * ldc + r.end];
-                let src = &part[i * r.len()..(i + 1) * r.len()];
-                if accumulate {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                } else {
-                    dst.copy_from_slice(src);
-                }
+        let mut column_blocks: Vec<Vec<&mut [f32]>> = ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+        for row in rows {
+            let mut rest = row;
+            for (block, r) in column_blocks.iter_mut().zip(&ranges) {
+                let (part, tail) = rest.split_at_mut(r.len());
+                block.push(part);
+                rest = tail;
             }
         }
+        std::thread::scope(|s| {
+            for (r, mut block) in ranges.iter().zip(column_blocks) {
+                let b_block = b.col_block(r.start, r.len());
+                s.spawn(move || gemm_block(kernel, &mut block, a, b_block, accumulate));
+            }
+        });
     }
 }
 
-/// The single-threaded loop nest above.
-fn gemm_block(kernel: Kernel, c: &mut [f32], ldc: usize, a: MatRef, b: MatRef, accumulate: bool) {
+/// The single-threaded loop nest above, over C given as its M rows (each N long).
+fn gemm_block(kernel: Kernel, c: &mut [&mut [f32]], a: MatRef, b: MatRef, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if k == 0 {
         if !accumulate {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
-            }
+            c.iter_mut().for_each(|row| row.fill(0.0));
         }
         return;
     }
     let mut b_pack = vec![0.0f32; KC.min(k) * n.min(NC).next_multiple_of(NR)];
     let mut a_pack = vec![0.0f32; KC.min(k) * m.min(MC).next_multiple_of(MR)];
-    let mut tile = [0.0f32; MR * NR];
+    let mut tile = [[0.0f32; NR]; MR];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -224,20 +208,20 @@ fn gemm_block(kernel: Kernel, c: &mut [f32], ldc: usize, a: MatRef, b: MatRef, a
                     for ir in (0..mc).step_by(MR) {
                         let mr = MR.min(mc - ir);
                         let a_sliver = &a_pack[ir * kc..(ir + MR) * kc];
-                        let c_tile = &mut c[(ic + ir) * ldc + jc + jr..];
+                        let c_rows = &mut c[ic + ir..ic + ir + mr];
                         if mr == MR && nr == NR {
-                            run_kernel(kernel, kc, a_sliver, b_sliver, c_tile, ldc, add_to_c);
-                        } else {
-                            // Partial tile: compute the full tile into a buffer, keep the valid part.
-                            run_kernel(kernel, kc, a_sliver, b_sliver, &mut tile, NR, false);
-                            for i in 0..mr {
-                                let row = &mut c_tile[i * ldc..i * ldc + nr];
-                                let src = &tile[i * NR..i * NR + nr];
-                                if add_to_c {
-                                    row.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                                } else {
-                                    row.copy_from_slice(src);
-                                }
+                            run_kernel(kernel, kc, a_sliver, b_sliver, c_rows, jc + jr, add_to_c);
+                            continue;
+                        }
+                        // Partial tile: compute the full tile into a buffer, keep the valid part.
+                        let mut tile_rows = tile.each_mut().map(|row| row.as_mut_slice());
+                        run_kernel(kernel, kc, a_sliver, b_sliver, &mut tile_rows, 0, false);
+                        for (row, src) in c_rows.iter_mut().zip(&tile) {
+                            let dst = &mut row[jc + jr..jc + jr + nr];
+                            if add_to_c {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                            } else {
+                                dst.copy_from_slice(&src[..nr]);
                             }
                         }
                     }
@@ -289,17 +273,27 @@ fn pack_b(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize
     }
 }
 
-/// One MR×NR tile: C[i, j] (+)= Σ_p a[p·MR + i] · b[p·NR + j], C row stride `ldc`.
-fn run_kernel(kernel: Kernel, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool) {
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+/// One MR×NR tile: C[i][col + j] (+)= Σ_p a[p·MR + i] · b[p·NR + j], C given as MR rows.
+fn run_kernel(
+    kernel: Kernel,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [&mut [f32]],
+    col: usize,
+    accumulate: bool,
+) {
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= MR);
     match kernel {
-        Kernel::Scalar => kernel_scalar(kc, a, b, c, ldc, accumulate),
+        Kernel::Scalar => kernel_scalar(kc, a, b, c, col, accumulate),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx2Fma is only chosen by `Kernel::detect` on a CPU with AVX2 and FMA (or by
-        // a test that checked the same), and the lengths were asserted just above.
-        Kernel::Avx2Fma => unsafe {
-            kernel_avx2_fma(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate)
-        },
+        Kernel::Avx2Fma => {
+            let rows: [*mut f32; MR] = std::array::from_fn(|i| c[i][col..col + NR].as_mut_ptr());
+            // SAFETY: Avx2Fma is only chosen by `Kernel::detect` on a CPU with AVX2 and FMA (or by
+            // a test that checked the same); a and b lengths were asserted above, and each row
+            // pointer starts NR in-bounds values (the slice above would have panicked otherwise).
+            unsafe { kernel_avx2_fma(kc, a.as_ptr(), b.as_ptr(), rows, accumulate) }
+        }
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx2Fma => unreachable!("Avx2Fma exists only on x86_64"),
     }
@@ -307,7 +301,7 @@ fn run_kernel(kernel: Kernel, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ld
 
 /// The portable micro-kernel: the same sums in the same order as the SIMD one, with a
 /// separate multiply and add (no fused rounding), so results agree to f32 rounding.
-fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, accumulate: bool) {
+fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [&mut [f32]], col: usize, accumulate: bool) {
     let mut acc = [[0.0f32; NR]; MR];
     for (a_col, b_row) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
         for (acc_row, &a_i) in acc.iter_mut().zip(a_col) {
@@ -316,9 +310,8 @@ fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc
             }
         }
     }
-    for (i, acc_row) in acc.iter().enumerate() {
-        let row = &mut c[i * ldc..i * ldc + NR];
-        for (c_ij, &v) in row.iter_mut().zip(acc_row) {
+    for (row, acc_row) in c.iter_mut().zip(&acc) {
+        for (c_ij, &v) in row[col..col + NR].iter_mut().zip(acc_row) {
             *c_ij = if accumulate { *c_ij + v } else { v };
         }
     }
@@ -328,18 +321,11 @@ fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, acc
 /// of B, then for each row one broadcast of A and two FMAs.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `a` must hold kc·MR floats, `b` kc·NR, and `c` a
-/// MR×NR tile with row stride `ldc`.
+/// The CPU must support AVX2 and FMA; `a` must hold kc·MR floats, `b` kc·NR, and each of the
+/// MR row pointers NR writable floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2_fma(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
+unsafe fn kernel_avx2_fma(kc: usize, a: *const f32, b: *const f32, c: [*mut f32; MR], accumulate: bool) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
@@ -351,8 +337,7 @@ unsafe fn kernel_avx2_fma(
             acc_row[1] = _mm256_fmadd_ps(a_i, b1, acc_row[1]);
         }
     }
-    for (i, acc_row) in acc.iter().enumerate() {
-        let row = c.add(i * ldc);
+    for (&row, acc_row) in c.iter().zip(&acc) {
         for (half, &v) in acc_row.iter().enumerate() {
             let dst = row.add(half * 8);
             let v = if accumulate { _mm256_add_ps(_mm256_loadu_ps(dst), v) } else { v };
