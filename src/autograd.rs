@@ -18,6 +18,7 @@ pub(crate) enum Op {
     Leaf,
     Reshape { x: Var },
     Matmul { a: Var, b: Var, dims: matmul::MatmulDims },
+    GroupedMatmul { x: Var, w: Var, offsets: Vec<usize> },
     Add { a: Var, b: Var },
     Mul { a: Var, b: Var },
     Scale { x: Var, s: f32 },
@@ -26,6 +27,8 @@ pub(crate) enum Op {
     SwiGlu { gate: Var, up: Var },
     RmsNorm { x: Var, w: Var, rstd: Vec<f32> },
     Softmax { x: Var },
+    LogSumExpRows { x: Var },
+    Clamp { x: Var, lo: f32, hi: f32 },
     Sum { x: Var },
     Mean { x: Var },
     Embedding { table: Var, ids: Vec<u32> },
@@ -36,6 +39,7 @@ pub(crate) enum Op {
     GatherRows { x: Var, idx: Vec<u32> },
     ScatterAddRows { x: Var, idx: Vec<u32> },
     ScaleRows { x: Var, w: Var },
+    RenormalizeRows { x: Var },
 }
 
 impl Op {
@@ -46,13 +50,14 @@ impl Op {
             Reshape { x } | Scale { x, .. } | Silu { x } | Softmax { x } | Sum { x } | Mean { x } => {
                 vec![*x]
             }
+            LogSumExpRows { x } | Clamp { x, .. } | RenormalizeRows { x } => vec![*x],
             Rope { x, .. } | TopK { x, .. } | GatherRows { x, .. } | ScatterAddRows { x, .. } => {
                 vec![*x]
             }
             Matmul { a, b, .. } | Add { a, b } | Mul { a, b } => vec![*a, *b],
             AddRow { x, bias } => vec![*x, *bias],
             SwiGlu { gate, up } => vec![*gate, *up],
-            RmsNorm { x, w, .. } | ScaleRows { x, w } => vec![*x, *w],
+            RmsNorm { x, w, .. } | ScaleRows { x, w } | GroupedMatmul { x, w, .. } => vec![*x, *w],
             Embedding { table, .. } => vec![*table],
             CrossEntropy { logits, .. } => vec![*logits],
             CausalAttention { q, k, v, .. } => vec![*q, *k, *v],
@@ -232,6 +237,13 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
                 g.put(*b, db);
             }
         }
+        Op::GroupedMatmul { x, w, offsets } => {
+            let (mut dx, mut dw) = (g.take(*x, nodes), g.take(*w, nodes));
+            let [_, n, k] = nodes[w.0].value.shape() else { unreachable!("checked by grouped_matmul") };
+            matmul::grouped_matmul_backward(&mut dx, &mut dw, dy, val(x), val(w), offsets, *k, *n);
+            g.put(*x, dx);
+            g.put(*w, dw);
+        }
         Op::Mul { a, b } => {
             let (mut da, mut db) = (g.take(*a, nodes), g.take(*b, nodes));
             dense::mul_backward(&mut da, &mut db, dy, val(a), val(b));
@@ -269,6 +281,22 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
         Op::Softmax { x } => {
             let mut dx = g.take(*x, nodes);
             dense::softmax_backward(&mut dx, dy, node.value.data(), cols);
+            g.put(*x, dx);
+        }
+        Op::LogSumExpRows { x } => {
+            let mut dx = g.take(*x, nodes);
+            let c = nodes[x.0].value.rows_cols().1;
+            dense::logsumexp_rows_backward(&mut dx, dy, node.value.data(), val(x), c);
+            g.put(*x, dx);
+        }
+        Op::Clamp { x, lo, hi } => {
+            let mut dx = g.take(*x, nodes);
+            dense::clamp_backward(&mut dx, dy, val(x), *lo, *hi);
+            g.put(*x, dx);
+        }
+        Op::RenormalizeRows { x } => {
+            let mut dx = g.take(*x, nodes);
+            moe::renormalize_rows_backward(&mut dx, dy, node.value.data(), val(x), cols);
             g.put(*x, dx);
         }
         // y = Σ x or (Σ x) / n:  dx += dy or dy / n

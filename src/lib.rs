@@ -2,14 +2,21 @@
 //! (OLMoE, OpenMoE). Modules in layer order, lowest first (see ARCHITECTURE in README.md).
 
 // 1 formats and shared plumbing
+pub mod checkpoint;
 pub mod error;
+pub mod json;
+pub mod npy;
 pub mod rng;
+pub mod safetensors;
 // 2 tensors, ops and the CPU machinery
 pub mod cpu;
 pub mod ops;
 pub mod tensor;
 // 3 autograd
 pub mod autograd;
+// 5 model
+pub mod model;
 // 6 commands
 pub mod bench;
 pub mod cli;
+pub mod forward;

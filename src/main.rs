@@ -11,6 +11,7 @@ fn run(argv: &[String]) -> Result<()> {
             Ok(())
         }
         "bench" => moe::bench::run(&args),
+        "forward" => moe::forward::run(&args),
         other => match cli::COMMANDS.iter().find(|(name, _, _)| *name == other) {
             Some((_, _, Some(issue))) => {
                 Err(Error::invalid(format!("moe {other}"), format!("not yet built (issue #{issue})")))

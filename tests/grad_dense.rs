@@ -345,3 +345,44 @@ fn embedding_table_must_be_two_dimensional() {
     let table = t.param(Tensor::zeros(&[5, 3, 2]));
     t.embedding(table, &[0]);
 }
+
+#[test]
+fn logsumexp_rows_gradients() {
+    let mut rng = Rng::new(21);
+    for shape in [&[1, 1][..], &[3, 5], &[2, 3, 7], &[4, 64]] {
+        let c = *shape.last().unwrap();
+        let x = Tensor::uniform(shape, -4.0, 4.0, &mut rng);
+        check_op(
+            &format!("logsumexp_rows {shape:?}"),
+            &[param(x)],
+            |t, v| t.logsumexp_rows(v[0]),
+            |x| x[0].chunks(c).map(|r| r.iter().map(|v| v.exp()).sum::<f64>().ln()).collect(),
+            FWD_TOL,
+            BWD_TOL,
+        );
+    }
+}
+
+#[test]
+fn clamp_gradients() {
+    // Values kept 0.05 away from the bounds ±0.5: finite differences must not cross one.
+    let mut rng = Rng::new(22);
+    let values: Vec<f32> = (0..40)
+        .map(|_| {
+            let v = rng.uniform() as f32 * 2.0 - 1.0;
+            if (v.abs() - 0.5).abs() < 0.05 {
+                v * 0.5
+            } else {
+                v
+            }
+        })
+        .collect();
+    check_op(
+        "clamp ±0.5",
+        &[param(Tensor::new(&[5, 8], values))],
+        |t, v| t.clamp(v[0], -0.5, 0.5),
+        |x| x[0].iter().map(|v| v.clamp(-0.5, 0.5)).collect(),
+        FWD_TOL,
+        BWD_TOL,
+    );
+}

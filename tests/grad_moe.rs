@@ -288,3 +288,27 @@ fn moe_combine_path_by_hand() {
     close(grads.get(h).unwrap().data(), &[1.4, 1.4, 2.1, 2.1]);
     close(grads.get(probs).unwrap().data(), &[-1.0, 0.0, -3.0, 0.0, 9.0, 13.5]);
 }
+
+#[test]
+fn renormalize_rows_gradients() {
+    let mut rng = Rng::new(31);
+    for shape in [&[1, 1][..], &[4, 2], &[3, 8]] {
+        let c = *shape.last().unwrap();
+        let x = Tensor::uniform(shape, 0.05, 1.0, &mut rng); // router probabilities: positive
+        check_op(
+            &format!("renormalize_rows {shape:?}"),
+            &[param(x)],
+            |t, v| t.renormalize_rows(v[0]),
+            |x| {
+                x[0].chunks(c)
+                    .flat_map(|r| {
+                        let s: f64 = r.iter().sum();
+                        r.iter().map(move |v| v / s)
+                    })
+                    .collect()
+            },
+            FWD_TOL,
+            BWD_TOL,
+        );
+    }
+}

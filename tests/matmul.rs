@@ -179,3 +179,44 @@ fn matmul_shape_mismatch_names_both_shapes() {
     let b = t.param(moe::tensor::Tensor::zeros(&[4, 5]));
     t.matmul(a, b, false, false);
 }
+
+/// Reference: each expert's rows times that expert's weight, transposed.
+fn grouped_ref(x: &[f64], w: &[f64], offsets: &[usize], k: usize, n: usize) -> Vec<f64> {
+    let mut y = Vec::new();
+    for (e, r) in offsets.windows(2).enumerate() {
+        let w_t = transpose(&w[e * n * k..(e + 1) * n * k], n, k);
+        y.extend(matmul_ref(&x[r[0] * k..r[1] * k], &w_t, r[1] - r[0], k, n));
+    }
+    y
+}
+
+#[test]
+fn grouped_matmul_gradients() {
+    let mut rng = Rng::new(8);
+    // (offsets, K, N): ragged groups, empty experts at the start, middle and end, one row.
+    let cases: [(&[usize], usize, usize); 4] =
+        [(&[0, 3, 3, 7, 12], 5, 4), (&[0, 0, 2, 2], 3, 6), (&[0, 1], 1, 1), (&[0, 40, 41, 90, 90], 17, 9)];
+    for (offsets, k, n) in cases {
+        let (e, m) = (offsets.len() - 1, offsets[offsets.len() - 1]);
+        let inputs = [param(rand(&[m, k], &mut rng)), param(rand(&[e, n, k], &mut rng))];
+        check_op(
+            &format!("grouped_matmul offsets {offsets:?}"),
+            &inputs,
+            |t, v| t.grouped_matmul(v[0], v[1], offsets),
+            |x| grouped_ref(&x[0], &x[1], offsets, k, n),
+            FWD_TOL,
+            BWD_TOL,
+        );
+    }
+}
+
+#[test]
+#[should_panic(
+    expected = "grouped_matmul: x [5, 3] and w [2, 4, 3]: offsets [0, 2, 4] must rise from 0 to M = 5"
+)]
+fn grouped_matmul_offsets_must_cover_the_rows() {
+    let mut t = moe::autograd::Tape::new();
+    let x = t.param(moe::tensor::Tensor::zeros(&[5, 3]));
+    let w = t.param(moe::tensor::Tensor::zeros(&[2, 4, 3]));
+    t.grouped_matmul(x, w, &[0, 2, 4]);
+}

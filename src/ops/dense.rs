@@ -314,6 +314,59 @@ pub fn softmax_backward(dx: &mut [f32], dy: &[f32], y: &[f32], c: usize) {
     });
 }
 
+// ---- Log-sum-exp over the last dimension.  x: (N, C)   y: (N)   (the router z-loss's log Z)
+// forward:  y = log Σ_c exp(x_c)                     (max-shifted)
+// backward: dx_c += dy · exp(x_c − y)                (= dy · softmax(x)_c; uses the output y)
+impl Tape {
+    pub fn logsumexp_rows(&mut self, x: Var) -> Var {
+        assert_rows_not_empty("logsumexp_rows", self.shape(x));
+        let x_value = self.value(x);
+        let (rows, c) = x_value.rows_cols();
+        let mut y = vec![0.0; rows];
+        logsumexp_rows_forward(&mut y, x_value.data(), c);
+        let shape = &x_value.shape()[..x_value.shape().len() - 1];
+        let y = Tensor::new(shape, y);
+        self.push(y, Op::LogSumExpRows { x })
+    }
+}
+
+pub fn logsumexp_rows_forward(y: &mut [f32], x: &[f32], c: usize) {
+    par_rows(y, 1, c, |first, y| {
+        for (i, y) in y.iter_mut().enumerate() {
+            *y = crate::ops::logsumexp(row(x, first + i, c));
+        }
+    });
+}
+
+pub fn logsumexp_rows_backward(dx: &mut [f32], dy: &[f32], y: &[f32], x: &[f32], c: usize) {
+    par_rows(dx, c, c, |first, dx| {
+        for (i, dx_row) in dx.chunks_exact_mut(c).enumerate() {
+            let n = first + i;
+            for (dx, &x) in dx_row.iter_mut().zip(row(x, n, c)) {
+                *dx += dy[n] * (x - y[n]).exp();
+            }
+        }
+    });
+}
+
+// ---- Clamp.  x, y: same shape   (OLMoE's clip_qkv)
+// forward:  y = min(max(x, lo), hi)
+// backward: dx += dy where lo ≤ x ≤ hi, else 0       (PyTorch's clamp: the bounds pass gradient)
+impl Tape {
+    pub fn clamp(&mut self, x: Var, lo: f32, hi: f32) -> Var {
+        assert!(lo <= hi, "clamp: lo {lo} > hi {hi}");
+        self.unary(x, |y, x| clamp_forward(y, x, lo, hi), Op::Clamp { x, lo, hi })
+    }
+}
+
+pub fn clamp_forward(y: &mut [f32], x: &[f32], lo: f32, hi: f32) {
+    write_each(y, |i| x[i].clamp(lo, hi));
+}
+
+pub fn clamp_backward(dx: &mut [f32], dy: &[f32], x: &[f32], lo: f32, hi: f32) {
+    add_each(dx, |i| if (lo..=hi).contains(&x[i]) { dy[i] } else { 0.0 });
+}
+
 // ---- Sum and mean of every element.  x: any shape   y: a scalar, shape []
 // forward:  y = Σ x   or   y = Σ x / numel          (in f64, in order; numel 0 counts as 1)
 // backward: dx += dy  or   dx += dy / numel         (in autograd.rs)

@@ -123,3 +123,69 @@ pub fn matmul_backward(
         }
     }
 }
+
+// ---- Grouped matmul: one weight matrix per expert over rows already sorted by expert.
+// x: (M, K)  w: (E, N, K), each w[e] stored like a PyTorch Linear (out, in)  y: (M, N)
+// offsets: (E + 1), rows offsets[e]..offsets[e+1] of x belong to expert e (may be empty)
+// forward:  y[rows_e] = x[rows_e] · w[e]ᵀ
+// backward: dx[rows_e] += dy[rows_e] · w[e];   dw[e] += dy[rows_e]ᵀ · x[rows_e]
+impl Tape {
+    pub fn grouped_matmul(&mut self, x: Var, w: Var, offsets: &[usize]) -> Var {
+        let (sx, sw) = (self.shape(x), self.shape(w));
+        let fail = |why: &str| -> ! { panic!("grouped_matmul: x {sx:?} and w {sw:?}: {why}") };
+        let (&[m, k], &[e, n, kw]) = (sx, sw) else { fail("x must be (M, K) and w (E, N, K)") };
+        if k != kw {
+            fail(&format!("inner dimensions {k} and {kw} differ"));
+        }
+        if offsets.len() != e + 1
+            || offsets[0] != 0
+            || offsets[e] != m
+            || offsets.windows(2).any(|p| p[0] > p[1])
+        {
+            fail(&format!("offsets {offsets:?} must rise from 0 to M = {m} in E + 1 = {} steps", e + 1));
+        }
+        let mut y = vec![0.0; m * n];
+        grouped_matmul_forward(&mut y, self.value(x).data(), self.value(w).data(), offsets, k, n);
+        let offsets = offsets.to_vec();
+        self.push(Tensor::new(&[m, n], y), Op::GroupedMatmul { x, w, offsets })
+    }
+}
+
+/// Each non-empty expert's block: (e, its rows, x[rows], w[e]) as views.
+fn expert_blocks<'a>(
+    x: &'a [f32],
+    w: &'a [f32],
+    offsets: &'a [usize],
+    k: usize,
+    n: usize,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>, MatRef<'a>, MatRef<'a>)> {
+    offsets.windows(2).enumerate().filter(|(_, r)| r[1] > r[0]).map(move |(e, r)| {
+        let x_e = MatRef::row_major(&x[r[0] * k..r[1] * k], r[1] - r[0], k);
+        let w_e = MatRef::row_major(&w[e * n * k..(e + 1) * n * k], n, k);
+        (e, r[0]..r[1], x_e, w_e)
+    })
+}
+
+pub fn grouped_matmul_forward(y: &mut [f32], x: &[f32], w: &[f32], offsets: &[usize], k: usize, n: usize) {
+    for (_, rows, x_e, w_e) in expert_blocks(x, w, offsets, k, n) {
+        gemm(&mut y[rows.start * n..rows.end * n], n, x_e, w_e.t(), false);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_matmul_backward(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    offsets: &[usize],
+    k: usize,
+    n: usize,
+) {
+    for (e, rows, x_e, w_e) in expert_blocks(x, w, offsets, k, n) {
+        let dy_e = MatRef::row_major(&dy[rows.start * n..rows.end * n], rows.len(), n);
+        gemm(&mut dx[rows.start * k..rows.end * k], k, dy_e, w_e, true);
+        gemm(&mut dw[e * n * k..(e + 1) * n * k], k, dy_e.t(), x_e, true);
+    }
+}

@@ -188,3 +188,37 @@ pub fn scale_rows_backward(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32]
         }
     }
 }
+
+// ---- Renormalise rows to sum to one.  x, y: (N, K)   (norm_topk_prob: the top-k weights)
+// forward:  S = Σ_j x_j;   y_i = x_i / S
+//           HF: routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+// backward: dx_i += (dy_i − Σ_j dy_j y_j) / S        (uses the output y)
+impl Tape {
+    pub fn renormalize_rows(&mut self, x: Var) -> Var {
+        let x_value = self.value(x);
+        let c = x_value.rows_cols().1;
+        assert!(c > 0, "renormalize_rows: x {:?} has empty rows", x_value.shape());
+        let y: Vec<f32> = x_value
+            .data()
+            .chunks_exact(c)
+            .flat_map(|row| {
+                let total: f32 = row.iter().sum();
+                row.iter().map(move |v| v / total)
+            })
+            .collect();
+        let y = Tensor::new(x_value.shape(), y);
+        self.push(y, Op::RenormalizeRows { x })
+    }
+}
+
+pub fn renormalize_rows_backward(dx: &mut [f32], dy: &[f32], y: &[f32], x: &[f32], c: usize) {
+    for (((dx, dy), y), x) in
+        dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(y.chunks_exact(c)).zip(x.chunks_exact(c))
+    {
+        let total: f32 = x.iter().sum();
+        let dy_dot_y: f32 = dy.iter().zip(y).map(|(a, b)| a * b).sum();
+        for (dx, dy) in dx.iter_mut().zip(dy) {
+            *dx += (dy - dy_dot_y) / total;
+        }
+    }
+}

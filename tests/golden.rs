@@ -1,0 +1,115 @@
+//! The OLMoE model against Hugging Face transformers' `OlmoeForCausalLM`, on the small random
+//! checkpoints that `tests/golden/make_golden.py` wrote (versions and seeds: its header and
+//! tests/golden/README.md): logits, the three losses, and the gradient of every weight.
+//! Bounds (issue #3): logits and losses 1e-4 absolute; gradients 1e-3 relative per tensor,
+//! ‖ours − theirs‖ / ‖theirs‖.
+
+use moe::checkpoint::Checkpoint;
+use moe::forward::{evaluate, read_ids};
+use moe::json;
+use moe::model::hf;
+use moe::npy;
+use std::path::{Path, PathBuf};
+
+const VARIANTS: [&str; 5] = ["base", "renorm", "gqa", "tied", "clip"];
+
+fn golden(variant: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(variant)
+}
+
+fn check_variant(variant: &str) {
+    let dir = golden(variant);
+    let (config, weights) = hf::load(&dir).unwrap();
+    let (ids, batch, seq) = read_ids(&dir.join("ids.npy"), config.vocab_size).unwrap();
+    let report = evaluate(&config, &weights, &ids, batch, seq, true);
+
+    let want = npy::read(&dir.join("logits.npy")).unwrap().to_tensor().unwrap();
+    assert_eq!(report.logits.shape(), want.shape(), "{variant}: logits shape");
+    let worst =
+        report.logits.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("{variant}: logits max |diff| {worst:.2e}");
+    assert!(worst <= 1e-4, "{variant}: logits differ by {worst:e}");
+
+    let text = std::fs::read_to_string(dir.join("losses.json")).unwrap();
+    let losses = json::parse(&text).unwrap();
+    for (name, ours) in [("loss", report.loss), ("aux_loss", report.aux_loss), ("z_loss", report.z_loss)] {
+        let theirs = losses.get(name).and_then(|v| v.as_f64()).unwrap();
+        let diff = (ours as f64 - theirs).abs();
+        println!("{variant}: {name} ours {ours} theirs {theirs:.7} |diff| {diff:.2e}");
+        assert!(diff <= 1e-4, "{variant}: {name} {ours} vs {theirs}");
+    }
+
+    let theirs = Checkpoint::open(&dir.join("grads.safetensors")).unwrap();
+    let ours = report.grads.unwrap();
+    let mut names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
+    let mut their_names = theirs.names();
+    names.sort();
+    their_names.sort();
+    assert_eq!(names, their_names, "{variant}: gradient tensor names");
+    let mut worst = (0.0f64, String::new());
+    for (name, g) in &ours {
+        let t = theirs.to_tensor(name).unwrap();
+        assert_eq!(g.shape(), t.shape(), "{variant}: {name} gradient shape");
+        let diff: f64 =
+            g.data().iter().zip(t.data()).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = t.data().iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+        let rel = diff / norm.max(1e-12);
+        assert!(norm > 0.0, "{variant}: {name}: reference gradient is zero, the check would be vacuous");
+        assert!(rel <= 1e-3, "{variant}: {name}: gradient rel diff {rel:e}");
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+    }
+    println!("{variant}: {} gradients, worst rel diff {:.2e} ({})", ours.len(), worst.0, worst.1);
+}
+
+#[test]
+fn matches_transformers_on_every_variant() {
+    for variant in VARIANTS {
+        check_variant(variant);
+    }
+}
+
+#[test]
+fn moe_forward_command_prints_the_losses_and_writes_files() {
+    let dir = golden("base");
+    let tmp = std::env::temp_dir().join(format!("moe-forward-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["forward", "--model"])
+        .arg(&dir)
+        .arg("--ids")
+        .arg(dir.join("ids.npy"))
+        .arg("--out")
+        .arg(tmp.join("logits.npy"))
+        .arg("--grads")
+        .arg(tmp.join("grads.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (line, name) in lines.iter().zip(["loss ", "aux_loss ", "z_loss "]) {
+        assert!(line.starts_with(name) && line[name.len()..].parse::<f32>().is_ok(), "{line}");
+    }
+    let logits = npy::read(&tmp.join("logits.npy")).unwrap();
+    assert_eq!(logits.shape, npy::read(&dir.join("logits.npy")).unwrap().shape);
+    let grads = Checkpoint::open(&tmp.join("grads.safetensors")).unwrap();
+    assert!(grads.names().contains(&"model.layers.1.mlp.experts.7.down_proj.weight"));
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn a_saved_checkpoint_loads_back_identically() {
+    let (config, weights) = hf::load(&golden("gqa")).unwrap();
+    let tmp = std::env::temp_dir().join(format!("moe-save-{}", std::process::id()));
+    hf::save(&tmp, &config, &weights).unwrap();
+    let (config2, weights2) = hf::load(&tmp).unwrap();
+    assert_eq!(config, config2);
+    for ((n1, a), (n2, b)) in hf::hf_tensors(&weights).iter().zip(&hf::hf_tensors(&weights2)) {
+        assert_eq!(n1, n2);
+        assert_eq!(a.data(), b.data(), "{n1}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
