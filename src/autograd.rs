@@ -31,7 +31,7 @@ pub(crate) enum Op {
     Clamp { x: Var, lo: f32, hi: f32 },
     Sum { x: Var },
     Mean { x: Var },
-    Embedding { table: Var, ids: Vec<u32> },
+    Embedding { table: Var, ids: Vec<u32>, padding_idx: Option<u32> },
     CrossEntropy { logits: Var, targets: Vec<i32>, ignore_index: i32, lse: Vec<f32> },
     Rope { x: Var, pos0: usize, theta: f32 },
     CausalAttention { q: Var, k: Var, v: Var, lse: Vec<f32> },
@@ -307,9 +307,9 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
             dx.iter_mut().for_each(|v| *v += d);
             g.put(*x, dx);
         }
-        Op::Embedding { table, ids } => {
+        Op::Embedding { table, ids, padding_idx } => {
             let mut dtable = g.take(*table, nodes);
-            dense::embedding_backward(&mut dtable, dy, ids, cols);
+            dense::embedding_backward(&mut dtable, dy, ids, *padding_idx, cols);
             g.put(*table, dtable);
         }
         Op::CrossEntropy { logits, targets, ignore_index, lse } => {

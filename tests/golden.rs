@@ -11,7 +11,7 @@ use moe::model::hf;
 use moe::npy;
 use std::path::{Path, PathBuf};
 
-const VARIANTS: [&str; 5] = ["base", "renorm", "gqa", "tied", "clip"];
+const VARIANTS: [&str; 6] = ["base", "renorm", "gqa", "tied", "clip", "pad"];
 
 fn golden(variant: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(variant)
@@ -110,6 +110,58 @@ fn a_saved_checkpoint_loads_back_identically() {
     for ((n1, a), (n2, b)) in hf::hf_tensors(&weights).iter().zip(&hf::hf_tensors(&weights2)) {
         assert_eq!(n1, n2);
         assert_eq!(a.data(), b.data(), "{n1}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// The base checkpoint rewritten into `dir`: its tensors in `dtype`, split over `shards` files.
+fn rewrite_base(dir: &Path, dtype: moe::safetensors::Dtype, shards: usize) {
+    use moe::safetensors::{to_bytes, write, TensorData};
+    let (config, weights) = hf::load(&golden("base")).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_json().to_json_pretty()).unwrap();
+    let tensors = hf::hf_tensors(&weights);
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| to_bytes(t, dtype).unwrap()).collect();
+    let per_shard = tensors.len().div_ceil(shards);
+    let mut weight_map = Vec::new();
+    for s in 0..shards {
+        let file = if shards == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{s:05}-of-{shards:05}.safetensors")
+        };
+        let range = s * per_shard..((s + 1) * per_shard).min(tensors.len());
+        let views: Vec<TensorData> = range
+            .clone()
+            .map(|i| TensorData { name: &tensors[i].0, dtype, shape: tensors[i].1.shape(), data: &bytes[i] })
+            .collect();
+        write(&dir.join(&file), &views, &[("format".into(), "pt".into())]).unwrap();
+        weight_map.extend(range.map(|i| (tensors[i].0.clone(), json::Value::String(file.clone()))));
+    }
+    if shards > 1 {
+        let index = json::Value::Object(vec![("weight_map".into(), json::Value::Object(weight_map))]);
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_json_pretty()).unwrap();
+    }
+}
+
+#[test]
+fn bf16_and_sharded_checkpoints_load_to_the_same_model() {
+    let (_, want) = hf::load(&golden("base")).unwrap();
+    let want = hf::hf_tensors(&want);
+    let tmp = std::env::temp_dir().join(format!("moe-layouts-{}", std::process::id()));
+    let round_bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
+    for (name, dtype, shards, exact) in [
+        ("sharded", moe::safetensors::Dtype::F32, 3, true),
+        ("bf16", moe::safetensors::Dtype::BF16, 1, false),
+    ] {
+        let dir = tmp.join(name);
+        rewrite_base(&dir, dtype, shards);
+        let (_, got) = hf::load(&dir).unwrap();
+        for ((n, w), (m, g)) in want.iter().zip(&hf::hf_tensors(&got)) {
+            assert_eq!(n, m);
+            let expect: Vec<f32> = w.data().iter().map(|&x| if exact { x } else { round_bf16(x) }).collect();
+            assert_eq!(g.data(), &expect[..], "{name}: {n}");
+        }
     }
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -301,7 +301,7 @@ fn check_embedding(name: &str, v: usize, c: usize, ids: &[u32], rng: &mut Rng) {
     check_op(
         &format!("{name} table [{v}, {c}] ids {}", ids.len()),
         &[param(rand(&[v, c], rng))],
-        |t, vars| t.embedding(vars[0], ids),
+        |t, vars| t.embedding(vars[0], ids, None),
         |x| embedding_ref(&x[0], ids, c),
         FWD_TOL,
         BWD_TOL,
@@ -325,7 +325,7 @@ fn embedding_repeated_ids_add_their_gradients() {
     // and exactly: a table row looked up k times with dy = 1 gets gradient k
     let mut t = Tape::new();
     let table = t.param(Tensor::zeros(&[3, 2]));
-    let y = t.embedding(table, &[1, 1, 0, 1]);
+    let y = t.embedding(table, &[1, 1, 0, 1], None);
     let grads = t.backward_from(y, Tensor::full(&[4, 2], 1.0));
     assert_eq!(grads.get(table).unwrap().data(), &[1.0, 1.0, 3.0, 3.0, 0.0, 0.0]);
 }
@@ -335,7 +335,7 @@ fn embedding_repeated_ids_add_their_gradients() {
 fn embedding_id_out_of_range_names_the_id_and_v() {
     let mut t = Tape::new();
     let table = t.param(Tensor::zeros(&[5, 3]));
-    t.embedding(table, &[0, 5]);
+    t.embedding(table, &[0, 5], None);
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn embedding_id_out_of_range_names_the_id_and_v() {
 fn embedding_table_must_be_two_dimensional() {
     let mut t = Tape::new();
     let table = t.param(Tensor::zeros(&[5, 3, 2]));
-    t.embedding(table, &[0]);
+    t.embedding(table, &[0], None);
 }
 
 #[test]
@@ -385,4 +385,18 @@ fn clamp_gradients() {
         FWD_TOL,
         BWD_TOL,
     );
+}
+
+#[test]
+fn the_padding_row_gets_no_gradient() {
+    let mut t = Tape::new();
+    let table = t.param(Tensor::new(&[3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    let y = t.embedding(table, &[1, 2, 1, 0], Some(1));
+    assert_eq!(
+        t.value(y).data(),
+        &[3.0, 4.0, 5.0, 6.0, 3.0, 4.0, 1.0, 2.0],
+        "the lookup itself is unchanged"
+    );
+    let grads = t.backward_from(y, Tensor::full(&[4, 2], 1.0));
+    assert_eq!(grads.get(table).unwrap().data(), &[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
 }

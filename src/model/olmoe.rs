@@ -163,7 +163,8 @@ pub fn forward(
 ) -> Forward {
     assert_eq!(ids.len(), batch * seq, "forward: {} ids for batch {batch} × seq {seq}", ids.len());
     let eps = config.rms_norm_eps;
-    let mut x = tape.embedding(w.embed_tokens, ids);
+    // HF: nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id): the pad row gets no gradient.
+    let mut x = tape.embedding(w.embed_tokens, ids, config.pad_token_id);
     let mut routers = Vec::with_capacity(w.layers.len());
     for layer in &w.layers {
         let h = tape.rmsnorm(x, layer.input_layernorm, eps);

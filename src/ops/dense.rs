@@ -397,8 +397,10 @@ pub fn mean_forward(x: &[f32]) -> f32 {
 // ---- Embedding lookup.  table: (V, C)  ids: (N)  y: (N, C)
 // forward:  y_n = table[ids_n]
 // backward: dtable[ids_n] += dy_n                    (in order: repeated ids sum their rows)
+//           except ids_n == padding_idx, whose row gets no gradient (PyTorch's
+//           nn.Embedding(padding_idx=…), which HF's OLMoE builds with pad_token_id)
 impl Tape {
-    pub fn embedding(&mut self, table: Var, ids: &[u32]) -> Var {
+    pub fn embedding(&mut self, table: Var, ids: &[u32], padding_idx: Option<u32>) -> Var {
         let table_value = self.value(table);
         let &[v, c] = table_value.shape() else {
             panic!("embedding: table must be (V, C), got shape {:?}", table_value.shape());
@@ -408,7 +410,7 @@ impl Tape {
         }
         let mut y = vec![0.0; ids.len() * c];
         embedding_forward(&mut y, table_value.data(), ids, c);
-        self.push(Tensor::new(&[ids.len(), c], y), Op::Embedding { table, ids: ids.to_vec() })
+        self.push(Tensor::new(&[ids.len(), c], y), Op::Embedding { table, ids: ids.to_vec(), padding_idx })
     }
 }
 
@@ -418,8 +420,8 @@ pub fn embedding_forward(y: &mut [f32], table: &[f32], ids: &[u32], c: usize) {
     }
 }
 
-pub fn embedding_backward(dtable: &mut [f32], dy: &[f32], ids: &[u32], c: usize) {
-    for (n, &id) in ids.iter().enumerate() {
+pub fn embedding_backward(dtable: &mut [f32], dy: &[f32], ids: &[u32], padding_idx: Option<u32>, c: usize) {
+    for (n, &id) in ids.iter().enumerate().filter(|(_, &id)| Some(id) != padding_idx) {
         let id = id as usize;
         accumulate(&mut dtable[id * c..(id + 1) * c], row(dy, n, c));
     }

@@ -86,7 +86,7 @@ COMMON = dict(
     norm_topk_prob=False,
     tie_word_embeddings=False,
     clip_qkv=None,
-    pad_token_id=1,  # OLMoE's; ids below never contain it (see make_ids)
+    pad_token_id=1,  # OLMoE's; only the "pad" variant's ids contain it (see make_ids)
     bos_token_id=None,
     eos_token_id=95,  # OLMoE's 50279 does not fit a 96-token vocabulary
 )
@@ -97,8 +97,10 @@ VARIANTS = {
     "gqa": dict(num_key_value_heads=2),
     "tied": dict(tie_word_embeddings=True),
     "clip": dict(clip_qkv=1.0),  # q/k are unit-RMS after QK-norm: about a third of q/k/v is clipped
+    "pad": dict(),  # base, with pad tokens among the ids: the pad row of embed_tokens gets no gradient
 }
-FIRST_SEED = {"base": 0, "renorm": 1000, "gqa": 2000, "tied": 3000, "clip": 4000}
+FIRST_SEED = {"base": 0, "renorm": 1000, "gqa": 2000, "tied": 3000, "clip": 4000, "pad": 5000}
+WITH_PAD_IDS = {"pad"}
 
 
 # ---- setup
@@ -138,13 +140,15 @@ def build(variant, seed):
     return cfg, model
 
 
-def make_ids(vocab, pad, seed):
-    # nn.Embedding(padding_idx=pad_token_id) zeroes that row's gradient in HF; keep the
-    # pad id out of the inputs so the golden gradients do not depend on that quirk.
+def make_ids(vocab, pad, seed, with_pad):
+    # nn.Embedding(padding_idx=pad_token_id) zeroes that row's gradient in HF. Most variants
+    # keep the pad id out of the inputs; the "pad" variant puts it at every 4th position.
     g = torch.Generator().manual_seed(seed + 2)
     ids = torch.randint(0, vocab - 1, (B, T), generator=g)
     ids[ids >= pad] += 1
     assert not (ids == pad).any()
+    if with_pad:
+        ids[:, 1::4] = pad
     return ids
 
 
@@ -273,9 +277,12 @@ def reference_forward(folder, ids):
     aux = aux_loss_mixtral_form(router_logits, E, K)
     z = z_loss_of(router_logits)
     (ce + cfg["router_aux_loss_coef"] * aux).backward()
-    # HF's nn.Embedding(padding_idx) gives the pad row no gradient through the lookup; ids
-    # never contain it, so nothing to mask here.
     grads = {k: (t.grad if t.grad is not None else torch.zeros_like(t)).detach() for k, t in w.items()}
+    # HF's nn.Embedding(padding_idx) gives the pad row no gradient through the lookup (with
+    # tied embeddings the lm_head path would still reach it; no variant combines the two).
+    if (ids == cfg["pad_token_id"]).any():
+        assert not cfg["tie_word_embeddings"]
+        grads["model.embed_tokens.weight"][cfg["pad_token_id"]] = 0
     return logits.detach(), ce.item(), aux.item(), z.item(), grads
 
 
@@ -313,7 +320,7 @@ def run_hf(model, ids):
 def choose_seed(variant):
     for seed in range(FIRST_SEED[variant], FIRST_SEED[variant] + 1000):
         cfg, model = build(variant, seed)
-        ids = make_ids(cfg.vocab_size, cfg.pad_token_id, seed)
+        ids = make_ids(cfg.vocab_size, cfg.pad_token_id, seed, variant in WITH_PAD_IDS)
         r = run_hf(model, ids)
         margin, per_layer = routing_margin(r["out"].router_logits, cfg.num_experts_per_tok)
         # every expert of every layer gets at least one token, so no expert gradient is all zero
