@@ -165,3 +165,32 @@ fn bf16_and_sharded_checkpoints_load_to_the_same_model() {
     }
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn fused_expert_checkpoints_load_to_the_same_model() {
+    // transformers 5 in memory: mlp.experts.gate_up_proj (E, 2F, C) = [gate; up] per expert,
+    // mlp.experts.down_proj (E, C, F).
+    let (config, weights) = hf::load(&golden("base")).unwrap();
+    let dir = std::env::temp_dir().join(format!("moe-fused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_json().to_json_pretty()).unwrap();
+    let mut tensors: Vec<(String, moe::tensor::Tensor)> =
+        hf::hf_tensors(&weights).into_iter().filter(|(n, _)| !n.contains(".mlp.experts.")).collect();
+    let (e, f, c) = (config.num_experts, config.intermediate_size, config.hidden_size);
+    for (i, layer) in weights.layers.iter().enumerate() {
+        let (gate, up) = (layer.experts_gate.data(), layer.experts_up.data());
+        let gate_up: Vec<f32> = (0..e)
+            .flat_map(|x| [&gate[x * f * c..(x + 1) * f * c], &up[x * f * c..(x + 1) * f * c]].concat())
+            .collect();
+        let p = format!("model.layers.{i}.mlp.experts");
+        tensors.push((format!("{p}.gate_up_proj"), moe::tensor::Tensor::new(&[e, 2 * f, c], gate_up)));
+        tensors.push((format!("{p}.down_proj"), layer.experts_down.clone()));
+    }
+    let refs: Vec<(&str, &moe::tensor::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    moe::safetensors::write_f32(&dir.join("model.safetensors"), &refs, &[]).unwrap();
+    let (_, got) = hf::load(&dir).unwrap();
+    for ((n, w), (_, g)) in hf::hf_tensors(&weights).iter().zip(&hf::hf_tensors(&got)) {
+        assert_eq!(w.data(), g.data(), "{n}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
