@@ -320,31 +320,15 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
         }
         Op::Rope { x, pos0, theta } => {
             let mut dx = g.take(*x, nodes);
-            let [b, t, h, d] = attention::bthd(node.value.shape(), "rope");
-            attention::rope_backward(&mut dx, dy, *pos0, *theta, b, t, h, d);
+            let bthd = attention::bthd(node.value.shape(), "rope");
+            attention::rope_backward(&mut dx, dy, *pos0, *theta, bthd);
             g.put(*x, dx);
         }
         Op::CausalAttention { q, k, v, lse } => {
             let (mut dq, mut dk, mut dv) = (g.take(*q, nodes), g.take(*k, nodes), g.take(*v, nodes));
-            let [b, t, h, d] = attention::bthd(nodes[q.0].value.shape(), "causal_attention q");
-            let [_, s, hkv, _] = attention::bthd(nodes[k.0].value.shape(), "causal_attention k");
-            attention::attention_backward(
-                &mut dq,
-                &mut dk,
-                &mut dv,
-                dy,
-                lse,
-                node.value.data(),
-                val(q),
-                val(k),
-                val(v),
-                b,
-                t,
-                s,
-                h,
-                hkv,
-                d,
-            );
+            let dims = attention::AttentionDims::of(nodes[q.0].value.shape(), nodes[k.0].value.shape());
+            let (out, q_val, k_val, v_val) = (node.value.data(), val(q), val(k), val(v));
+            attention::attention_backward(&mut dq, &mut dk, &mut dv, dy, lse, out, q_val, k_val, v_val, dims);
             g.put(*q, dq);
             g.put(*k, dk);
             g.put(*v, dv);

@@ -32,7 +32,7 @@ impl Tape {
         let shape = self.shape(x).to_vec();
         let [b, t, h, d] = bthd(&shape, "rope");
         let mut y = vec![0.0; self.value(x).numel()];
-        rope_forward(&mut y, self.value(x).data(), pos0, theta, b, t, h, d);
+        rope_forward(&mut y, self.value(x).data(), pos0, theta, [b, t, h, d]);
         self.push(Tensor::new(&shape, y), Op::Rope { x, pos0, theta })
     }
 }
@@ -50,32 +50,13 @@ pub fn rope_cos_sin(pos: usize, d: usize, theta: f32) -> Vec<(f32, f32)> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn rope_forward(
-    y: &mut [f32],
-    x: &[f32],
-    pos0: usize,
-    theta: f32,
-    b: usize,
-    t: usize,
-    h: usize,
-    d: usize,
-) {
-    rotate(y, x, pos0, theta, [b, t, h, d], 1.0, |y, v| *y = v);
+/// `bthd`: the (B, T, H, D) shape of x.
+pub fn rope_forward(y: &mut [f32], x: &[f32], pos0: usize, theta: f32, bthd: [usize; 4]) {
+    rotate(y, x, pos0, theta, bthd, 1.0, |y, v| *y = v);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn rope_backward(
-    dx: &mut [f32],
-    dy: &[f32],
-    pos0: usize,
-    theta: f32,
-    b: usize,
-    t: usize,
-    h: usize,
-    d: usize,
-) {
-    rotate(dx, dy, pos0, theta, [b, t, h, d], -1.0, |dx, v| *dx += v);
+pub fn rope_backward(dx: &mut [f32], dy: &[f32], pos0: usize, theta: f32, bthd: [usize; 4]) {
+    rotate(dx, dy, pos0, theta, bthd, -1.0, |dx, v| *dx += v);
 }
 
 /// Rotates every D-wide head vector of `x` (B, T, H, D) by the angles of its token's position
@@ -139,6 +120,26 @@ fn rotate(
 // Each task forms the full T×S score matrix (T·S floats of memory per running task) and
 // ignores its masked part: simple, at most twice the causal work.
 
+/// The sizes of one attention call: q (B, T, H, D), k and v (B, S, Hkv, D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub b: usize,
+    pub t: usize,
+    pub s: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub d: usize,
+}
+
+impl AttentionDims {
+    /// The sizes read off q's and k's shapes.
+    pub fn of(q_shape: &[usize], k_shape: &[usize]) -> AttentionDims {
+        let [b, t, h, d] = bthd(q_shape, "causal_attention q");
+        let [_, s, hkv, _] = bthd(k_shape, "causal_attention k");
+        AttentionDims { b, t, s, h, hkv, d }
+    }
+}
+
 impl Tape {
     /// Causal self-attention of q (B, T, H, D) over k, v (B, S, Hkv, D); see above.
     pub fn causal_attention(&mut self, q: Var, k: Var, v: Var) -> Var {
@@ -162,7 +163,8 @@ impl Tape {
         let mut out = vec![0.0; b * t * h * d];
         let mut lse = vec![0.0; b * h * t];
         let (q_data, k_data, v_data) = (self.value(q).data(), self.value(k).data(), self.value(v).data());
-        attention_forward(&mut out, &mut lse, q_data, k_data, v_data, b, t, s, h, hkv, d);
+        let dims = AttentionDims { b, t, s, h, hkv, d };
+        attention_forward(&mut out, &mut lse, q_data, k_data, v_data, dims);
         self.push(Tensor::new(&q_shape, out), Op::CausalAttention { q, k, v, lse })
     }
 }
@@ -215,20 +217,15 @@ fn probs_from_scores(p: &mut [f32], lse: &[f32], t: usize, s: usize) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     out: &mut [f32],
     lse: &mut [f32],
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    b: usize,
-    t: usize,
-    s: usize,
-    h: usize,
-    hkv: usize,
-    d: usize,
+    dims: AttentionDims,
 ) {
+    let AttentionDims { b, t, s, h, hkv, d } = dims;
     let (q_heads, kv_heads, group) =
         (Heads { seq: t, heads: h, d }, Heads { seq: s, heads: hkv, d }, h / hkv);
     let per_task = threads::par_map(b * h, 2 * t * s * d, |items| {
@@ -272,13 +269,9 @@ pub fn attention_backward(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    b: usize,
-    t: usize,
-    s: usize,
-    h: usize,
-    hkv: usize,
-    d: usize,
+    dims: AttentionDims,
 ) {
+    let AttentionDims { b, t, s, h, hkv, d } = dims;
     let (q_heads, kv_heads, group) =
         (Heads { seq: t, heads: h, d }, Heads { seq: s, heads: hkv, d }, h / hkv);
     // δ: (B, T, H), one per query row and head
