@@ -16,7 +16,8 @@ test:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --release
 
-# Throughput tables (numpy's column needs python3 with numpy).
+# Throughput tables: matmul against numpy, tokenizer against the `tokenizers` library.
+# Their columns need python3 with numpy / tokenizers (MOE_BENCH_PYTHON picks another python).
 bench: build
 	$(MOE) bench $(if $(THREADS),--threads $(THREADS))
 

@@ -12,9 +12,9 @@ pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
     ("init", "write a randomly initialised checkpoint of any size", Some(6)),
     ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),
     ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
-    ("tokenizer-train", "train a byte-level BPE tokenizer", Some(4)),
-    ("tokenize", "print the token ids of a text", Some(4)),
-    ("detokenize", "print the text of token ids", Some(4)),
+    ("tokenizer-train", "train a byte-level BPE tokenizer", None),
+    ("tokenize", "print the token ids of a text", None),
+    ("detokenize", "print the text of token ids", None),
     ("bench", "matmul GFLOP/s against numpy (and the other benchmarks)", None),
 ];
 

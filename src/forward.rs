@@ -13,13 +13,13 @@ use crate::safetensors::write_f32;
 use crate::tensor::Tensor;
 use std::path::Path;
 
-pub const HELP: &str =
-    "moe forward --model DIR --ids IDS.npy [--out LOGITS.npy] [--grads GRADS.safetensors]\n\
-  Runs the model in DIR (Hugging Face layout) on IDS, an integer array [batch, seq], and prints\n\
-  loss (next-token cross-entropy), aux_loss (HF's load_balancing_loss_func: pooled over layers,\n\
-  no division by k) and z_loss (mean over layers and tokens of logsumexp(router logits)^2).\n\
-  --out   writes the f32 logits [batch, seq, vocab]\n\
-  --grads writes d(loss + router_aux_loss_coef * aux_loss)/d(every weight), by HF name\n";
+pub const HELP: &str = r"moe forward --model DIR --ids IDS.npy [--out LOGITS.npy] [--grads GRADS.safetensors]
+  Runs the model in DIR (Hugging Face layout) on IDS, an integer array [batch, seq], and prints
+  loss (next-token cross-entropy), aux_loss (HF's load_balancing_loss_func: pooled over layers,
+  no division by k) and z_loss (mean over layers and tokens of logsumexp(router logits)^2).
+  --out   writes the f32 logits [batch, seq, vocab]
+  --grads writes d(loss + router_aux_loss_coef * aux_loss)/d(every weight), by HF name
+";
 
 pub fn run(args: &Args) -> Result<()> {
     if args.has("help") {

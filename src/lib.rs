@@ -8,6 +8,7 @@ pub mod json;
 pub mod npy;
 pub mod rng;
 pub mod safetensors;
+pub mod tokenizer;
 // 2 tensors, ops and the CPU machinery
 pub mod cpu;
 pub mod ops;
@@ -20,3 +21,4 @@ pub mod model;
 pub mod bench;
 pub mod cli;
 pub mod forward;
+pub mod tokenize_cmd;

@@ -12,6 +12,9 @@ fn run(argv: &[String]) -> Result<()> {
         }
         "bench" => moe::bench::run(&args),
         "forward" => moe::forward::run(&args),
+        "tokenizer-train" => moe::tokenize_cmd::run_train(&args),
+        "tokenize" => moe::tokenize_cmd::run_tokenize(&args),
+        "detokenize" => moe::tokenize_cmd::run_detokenize(&args),
         other => match cli::COMMANDS.iter().find(|(name, _, _)| *name == other) {
             Some((_, _, Some(issue))) => {
                 Err(Error::invalid(format!("moe {other}"), format!("not yet built (issue #{issue})")))
