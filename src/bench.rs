@@ -1,8 +1,8 @@
 //! `moe bench`: throughput tables. Times are medians over repeats (matmul: after one warm-up
 //! run; tokenizer: each encode pass from an empty piece cache, as a first pass over a corpus).
 //!
-//! matmul: our GEMM in the three forms training uses (C = A·B, A·Bᵀ, Aᵀ·B), and, where
-//! `python3` has numpy, numpy's BLAS on the same shapes in the same run.
+//! matmul: our GEMM in the three forms training uses (C = A·B, A·Bᵀ, Aᵀ·B), and, where the
+//! python in `MOE_BENCH_PYTHON` (default python3) has numpy, numpy's BLAS on the same shapes.
 //!
 //! tokenizer: encode throughput with the OLMo tokenizer and the time to train a 4096-token
 //! vocabulary, both on the Shakespeare corpus and on one thread, beside the Python `tokenizers`
@@ -24,7 +24,7 @@ use std::time::Instant;
 pub const HELP: &str = "\
 moe bench [--reps N] [--threads N] [--only matmul|tokenizer]
   Prints GFLOP/s of the f32 matmul at the shapes the model uses, beside numpy's where
-  python3 with numpy is installed. --reps: timed repeats per matmul entry (default 15).
+  $MOE_BENCH_PYTHON (default python3) has numpy. --reps: timed repeats per matmul entry (default 15).
   Then tokenizer encode MB/s and training time (one thread, median of 3) beside the Python
   `tokenizers` library's, run by $MOE_BENCH_PYTHON (default python3), on the corpus in
   data/shakespeare (else ../shared/corpus/shakespeare) with the OLMo tokenizer in
@@ -61,6 +61,35 @@ pub fn run(args: &Args) -> Result<()> {
         tokenizer_table()?;
     }
     Ok(())
+}
+
+/// Runs `script` in the benchmark's Python (`$MOE_BENCH_PYTHON`, default python3) with `args`
+/// and `env`; returns its stdout, or why there is none (not runnable, `module` not installed,
+/// or its last error line).
+fn run_python(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    module: &str,
+) -> std::result::Result<String, String> {
+    let python = std::env::var("MOE_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|e| format!("{python} not runnable ({e})"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("");
+        return Err(if last.contains(&format!("No module named '{module}'")) {
+            format!("{python} has no `{module}`: pip install {module}, or set MOE_BENCH_PYTHON")
+        } else {
+            format!("{python} failed: {last}")
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -112,20 +141,7 @@ for _ in range({reps}):
 print(2 * m * k * n / sorted(ts)[len(ts) // 2] / 1e9)
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .map_err(|e| format!("python3 not runnable ({e})"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(if last.contains("No module named 'numpy'") {
-            "numpy not installed (pip install numpy)".to_string()
-        } else {
-            format!("python3 failed: {last}")
-        });
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_python(&script, &[], &[], "numpy")?;
     text.trim().parse::<f64>().map_err(|_| format!("unexpected numpy output '{}'", text.trim()))
 }
 
@@ -190,7 +206,6 @@ fn library_tokenizer(
     corpus: &[std::path::PathBuf],
     tokenizer: &Path,
 ) -> std::result::Result<Library, String> {
-    let python = std::env::var("MOE_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = format!(
         r#"
 import json, sys, time
@@ -225,25 +240,10 @@ for m in merges:
     print(" ".join(m) if isinstance(m, list) else m)
 "#
     );
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(&script)
-        .arg(tokenizer)
-        .args(corpus)
-        .env("TOKENIZERS_PARALLELISM", "false")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .map_err(|e| format!("{python} not runnable ({e})"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(if last.contains("No module named 'tokenizers'") {
-            format!("{python} has no `tokenizers`: pip install tokenizers, or set MOE_BENCH_PYTHON")
-        } else {
-            format!("{python} failed: {last}")
-        });
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut args = vec![tokenizer.as_os_str()];
+    args.extend(corpus.iter().map(|p| p.as_os_str()));
+    let env = [("TOKENIZERS_PARALLELISM", "false"), ("RAYON_NUM_THREADS", "1")];
+    let text = run_python(&script, &args, &env, "tokenizers")?;
     let mut lines = text.lines();
     let mut next = |what: &str| lines.next().ok_or(format!("library output ends before {what}"));
     let version = next("the version")?.to_string();
