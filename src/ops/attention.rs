@@ -138,6 +138,15 @@ impl AttentionDims {
         let [_, s, hkv, _] = bthd(k_shape, "causal_attention k");
         AttentionDims { b, t, s, h, hkv, d }
     }
+
+    /// Where the query heads and the kv heads sit, and how many query heads share a kv head.
+    fn heads(&self) -> (Heads, Heads, usize) {
+        let (q, kv) = (
+            Heads { seq: self.t, heads: self.h, d: self.d },
+            Heads { seq: self.s, heads: self.hkv, d: self.d },
+        );
+        (q, kv, self.h / self.hkv)
+    }
 }
 
 impl Tape {
@@ -225,9 +234,8 @@ pub fn attention_forward(
     v: &[f32],
     dims: AttentionDims,
 ) {
-    let AttentionDims { b, t, s, h, hkv, d } = dims;
-    let (q_heads, kv_heads, group) =
-        (Heads { seq: t, heads: h, d }, Heads { seq: s, heads: hkv, d }, h / hkv);
+    let AttentionDims { b, t, s, h, d, .. } = dims;
+    let (q_heads, kv_heads, group) = dims.heads();
     let per_task = threads::par_map(b * h, 2 * t * s * d, |items| {
         let attend = |item: usize| {
             let (bi, hi) = (item / h, item % h);
@@ -272,8 +280,7 @@ pub fn attention_backward(
     dims: AttentionDims,
 ) {
     let AttentionDims { b, t, s, h, hkv, d } = dims;
-    let (q_heads, kv_heads, group) =
-        (Heads { seq: t, heads: h, d }, Heads { seq: s, heads: hkv, d }, h / hkv);
+    let (q_heads, kv_heads, group) = dims.heads();
     // δ: (B, T, H), one per query row and head
     let delta: Vec<f32> = dout.chunks_exact(d).zip(out.chunks_exact(d)).map(|(g, o)| dot(g, o)).collect();
     let per_task = threads::par_map(b * hkv, 4 * group * t * s * d, |items| {
