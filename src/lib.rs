@@ -15,6 +15,9 @@ pub mod ops;
 pub mod tensor;
 // 3 autograd
 pub mod autograd;
+// 4 training
+pub mod data;
+pub mod optim;
 // 5 model
 pub mod model;
 // 6 commands
