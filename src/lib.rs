@@ -25,3 +25,4 @@ pub mod bench;
 pub mod cli;
 pub mod forward;
 pub mod tokenize_cmd;
+pub mod train;

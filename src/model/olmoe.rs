@@ -101,6 +101,32 @@ impl<T> Weights<T> {
     }
 }
 
+impl<T> Weights<T> {
+    /// Every weight, mutably, in [`Weights::named`] order (for the optimizer).
+    pub fn values_mut(&mut self) -> Vec<&mut T> {
+        let mut out = vec![&mut self.embed_tokens];
+        for l in &mut self.layers {
+            out.extend([
+                &mut l.input_layernorm,
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.q_norm,
+                &mut l.k_norm,
+                &mut l.post_attention_layernorm,
+                &mut l.router,
+                &mut l.experts_gate,
+                &mut l.experts_up,
+                &mut l.experts_down,
+            ]);
+        }
+        out.push(&mut self.norm);
+        out.extend(self.lm_head.as_mut());
+        out
+    }
+}
+
 impl Weights<Vec<usize>> {
     /// The shape of every weight for `config`.
     pub fn shapes(config: &OlmoeConfig) -> Weights<Vec<usize>> {

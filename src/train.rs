@@ -1,0 +1,82 @@
+//! Training: one optimizer step of OLMoE's recipe (SPEC.md §2). The `moe train` command
+//! (data prep, schedule, checkpoints, logging) builds on `train_step`.
+//!
+//! loss = CE + router_aux_loss_coef · LB + router_z_loss_coef · Z, with LB in OLMoE's training
+//! normalisation (per layer, ÷K, averaged over layers) and Z as the paper writes it; the
+//! micro-batches' gradients are averaged, clipped to a global L2 norm, and AdamW takes a step.
+
+use crate::autograd::Tape;
+use crate::model::config::OlmoeConfig;
+use crate::model::moe::LoadBalance;
+use crate::model::olmoe::{forward, losses, next_token_targets, Weights};
+use crate::optim::{clip_grad_norm, AdamW};
+use crate::tensor::Tensor;
+
+/// What one step measured, averaged over its micro-batches (losses unscaled).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// The total loss that was differentiated.
+    pub loss: f32,
+    pub ce: f32,
+    pub aux: f32,
+    pub z: f32,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// One step over `micro_batches` (each `batch · seq` ids): gradients of the mean loss,
+/// clipped to `max_grad_norm`, then AdamW at `lr`. Weights are updated in place.
+pub fn train_step(
+    config: &OlmoeConfig,
+    weights: &mut Weights<Tensor>,
+    optimizer: &mut AdamW,
+    micro_batches: &[Vec<u32>],
+    seq: usize,
+    lr: f32,
+    max_grad_norm: f32,
+) -> StepStats {
+    assert!(!micro_batches.is_empty(), "train_step: no micro-batches");
+    let share = 1.0 / micro_batches.len() as f32;
+    let mut grads: Option<Vec<Tensor>> = None;
+    let mut stats = StepStats { loss: 0.0, ce: 0.0, aux: 0.0, z: 0.0, grad_norm: 0.0 };
+    for ids in micro_batches {
+        assert_eq!(ids.len() % seq, 0, "train_step: {} ids are not whole sequences of {seq}", ids.len());
+        let mut tape = Tape::new();
+        let vars = weights.map(|w| tape.param(w.clone()));
+        let out = forward(&mut tape, &vars, config, ids, ids.len() / seq, seq);
+        let l = losses(&mut tape, &out, config, &next_token_targets(ids, seq), LoadBalance::OlmoeTraining);
+        let aux = tape.scale(l.aux, config.router_aux_loss_coef);
+        let z = tape.scale(l.z, config.router_z_loss_coef);
+        let ce_aux = tape.add(l.ce, aux);
+        let total = tape.add(ce_aux, z);
+        let total = tape.scale(total, share); // the mean over micro-batches
+        for (sum, var) in [(&mut stats.ce, l.ce), (&mut stats.aux, l.aux), (&mut stats.z, l.z)] {
+            *sum += share * tape.value(var).item();
+        }
+        stats.loss += tape.value(total).item();
+        let step_grads = tape.backward(total);
+        let mut var_of = vars.named().into_iter().map(|(_, v)| *v);
+        let micro: Vec<Tensor> = weights
+            .named()
+            .into_iter()
+            .map(|(_, w)| {
+                let v = var_of.next().expect("one var per weight");
+                step_grads.get(v).cloned().unwrap_or_else(|| Tensor::zeros(w.shape()))
+            })
+            .collect();
+        grads = Some(match grads {
+            None => micro,
+            Some(mut sum) => {
+                for (s, g) in sum.iter_mut().zip(&micro) {
+                    crate::ops::accumulate(s.data_mut(), g.data());
+                }
+                sum
+            }
+        });
+    }
+    let mut grads = grads.expect("at least one micro-batch");
+    stats.grad_norm = clip_grad_norm(&mut grads.iter_mut().collect::<Vec<_>>(), max_grad_norm);
+    let grad_refs: Vec<&Tensor> = grads.iter().collect();
+    optimizer.step(&mut weights.values_mut(), &grad_refs, lr);
+    stats
+}
