@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::config::OlmoeConfig;
 use crate::model::hf;
 use crate::model::moe::LoadBalance;
-use crate::model::olmoe::{forward, losses, next_token_targets, Weights};
+use crate::model::olmoe::{forward, losses, next_token_targets, weight_grads, Weights};
 use crate::npy::{self, Npy};
 use crate::safetensors::write_f32;
 use crate::tensor::Tensor;
@@ -81,13 +81,7 @@ pub fn evaluate(
         let scaled_aux = tape.scale(l.aux, config.router_aux_loss_coef);
         let total = tape.add(l.ce, scaled_aux);
         let grads = tape.backward(total);
-        // Weights::map visits in named() order, so the vars come out in step.
-        let mut var_of = vars.named().into_iter().map(|(_, v)| *v);
-        let grads = weights.map(|w| {
-            let v = var_of.next().expect("one var per weight");
-            grads.get(v).cloned().unwrap_or_else(|| Tensor::zeros(w.shape()))
-        });
-        hf::hf_tensors(&grads)
+        hf::hf_tensors(&weight_grads(weights, &vars, &grads))
     });
     Report { logits, loss, aux_loss, z_loss, grads }
 }

@@ -8,7 +8,7 @@
 use crate::autograd::Tape;
 use crate::model::config::OlmoeConfig;
 use crate::model::moe::LoadBalance;
-use crate::model::olmoe::{forward, losses, next_token_targets, Weights};
+use crate::model::olmoe::{forward, losses, next_token_targets, weight_grads, Weights};
 use crate::optim::{clip_grad_norm, AdamW};
 use crate::tensor::Tensor;
 
@@ -37,7 +37,7 @@ pub fn train_step(
 ) -> StepStats {
     assert!(!micro_batches.is_empty(), "train_step: no micro-batches");
     let share = 1.0 / micro_batches.len() as f32;
-    let mut grads: Option<Vec<Tensor>> = None;
+    let mut grads: Option<Weights<Tensor>> = None;
     let mut stats = StepStats { loss: 0.0, ce: 0.0, aux: 0.0, z: 0.0, grad_norm: 0.0 };
     for ids in micro_batches {
         assert_eq!(ids.len() % seq, 0, "train_step: {} ids are not whole sequences of {seq}", ids.len());
@@ -54,20 +54,11 @@ pub fn train_step(
             *sum += share * tape.value(var).item();
         }
         stats.loss += tape.value(total).item();
-        let step_grads = tape.backward(total);
-        let mut var_of = vars.named().into_iter().map(|(_, v)| *v);
-        let micro: Vec<Tensor> = weights
-            .named()
-            .into_iter()
-            .map(|(_, w)| {
-                let v = var_of.next().expect("one var per weight");
-                step_grads.get(v).cloned().unwrap_or_else(|| Tensor::zeros(w.shape()))
-            })
-            .collect();
+        let micro = weight_grads(weights, &vars, &tape.backward(total));
         grads = Some(match grads {
             None => micro,
             Some(mut sum) => {
-                for (s, g) in sum.iter_mut().zip(&micro) {
+                for (s, (_, g)) in sum.values_mut().into_iter().zip(micro.named()) {
                     crate::ops::accumulate(s.data_mut(), g.data());
                 }
                 sum
@@ -75,8 +66,8 @@ pub fn train_step(
         });
     }
     let mut grads = grads.expect("at least one micro-batch");
-    stats.grad_norm = clip_grad_norm(&mut grads.iter_mut().collect::<Vec<_>>(), max_grad_norm);
-    let grad_refs: Vec<&Tensor> = grads.iter().collect();
+    stats.grad_norm = clip_grad_norm(&mut grads.values_mut(), max_grad_norm);
+    let grad_refs: Vec<&Tensor> = grads.named().into_iter().map(|(_, g)| g).collect();
     optimizer.step(&mut weights.values_mut(), &grad_refs, lr);
     stats
 }

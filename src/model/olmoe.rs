@@ -9,7 +9,7 @@
 use super::attention::attention;
 use super::config::OlmoeConfig;
 use super::moe::{load_balancing_loss, router_z_loss, sparse_moe_block, LoadBalance, RouterOutput};
-use crate::autograd::{Tape, Var};
+use crate::autograd::{Gradients, Tape, Var};
 use crate::ops::loss::IGNORE_INDEX;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -204,6 +204,17 @@ pub fn forward(
     let x = tape.rmsnorm(x, w.norm, eps);
     let logits = tape.matmul(x, w.lm_head.unwrap_or(w.embed_tokens), false, true);
     Forward { logits, routers }
+}
+
+/// Every weight's gradient after `backward`, shaped like `weights` (zeros for a weight the loss
+/// did not reach); `vars` are the weights' leaves on the tape that was differentiated.
+pub fn weight_grads(weights: &Weights<Tensor>, vars: &Weights<Var>, grads: &Gradients) -> Weights<Tensor> {
+    // Weights::map visits in named() order, so the vars come out in step.
+    let mut var_of = vars.named().into_iter().map(|(_, v)| *v);
+    weights.map(|w| {
+        let v = var_of.next().expect("one var per weight");
+        grads.get(v).cloned().unwrap_or_else(|| Tensor::zeros(w.shape()))
+    })
 }
 
 /// Next-token targets as HF's causal-LM loss builds them: position t predicts ids[t + 1];
