@@ -9,7 +9,7 @@ pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
     ("forward", "run a checkpoint on token ids: logits, the three losses, gradients", None),
     ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", Some(5)),
     ("generate", "sample text from a checkpoint with a KV cache", Some(6)),
-    ("init", "write a randomly initialised checkpoint of any size", Some(6)),
+    ("init", "write a randomly initialised checkpoint of any size", None),
     ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),
     ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
     ("tokenizer-train", "train a byte-level BPE tokenizer", None),

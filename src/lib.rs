@@ -24,5 +24,6 @@ pub mod model;
 pub mod bench;
 pub mod cli;
 pub mod forward;
+pub mod init_cmd;
 pub mod tokenize_cmd;
 pub mod train;

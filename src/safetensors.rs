@@ -413,30 +413,76 @@ pub struct TensorData<'a> {
 /// any, padded with spaces to a multiple of 8 bytes as the reference does), then the tensors'
 /// bytes in the order given. Written to `<path>.tmp`, then renamed over `path`.
 pub fn write(path: &Path, tensors: &[TensorData<'_>], metadata: &[(String, String)]) -> Result<()> {
-    let header = header_json(path, tensors, metadata)?;
+    let entries: Vec<HeaderEntry> =
+        tensors.iter().map(|t| (t.name, t.dtype, t.shape, Some(t.data.len()))).collect();
+    let header = header_json(path, &entries, metadata)?;
+    write_atomic(path, &header, |put| tensors.iter().try_for_each(|t| put(t.data)))
+}
+
+/// Writes a safetensors file whose tensors are made one at a time: `tensors` gives each one's
+/// (name, dtype, shape); `fill(i, buf)` is then called for each in order, with `buf` empty, and
+/// must leave exactly that tensor's bytes in it. Only one tensor is held in memory. Header,
+/// layout and the atomic `<path>.tmp` + rename are as in [`write`].
+pub fn write_streaming(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>)],
+    metadata: &[(String, String)],
+    mut fill: impl FnMut(usize, &mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let entries: Vec<HeaderEntry> =
+        tensors.iter().map(|(n, d, s)| (n.as_str(), *d, s.as_slice(), None)).collect();
+    let header = header_json(path, &entries, metadata)?;
+    let file = path.display().to_string();
+    let mut buf = Vec::new();
+    write_atomic(path, &header, |put| {
+        for (i, (name, dtype, shape)) in tensors.iter().enumerate() {
+            buf.clear();
+            fill(i, &mut buf)?;
+            let want = byte_size(shape, *dtype).expect("checked by header_json");
+            if buf.len() != want {
+                let rule =
+                    format!("fill gave {} bytes, but shape {shape:?} of {dtype} needs {want}", buf.len());
+                return Err(Error::invalid(tensor_what(&file, name), rule));
+            }
+            put(&buf)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the 8-byte length, `header`, then whatever `body` puts, to `<path>.tmp`; syncs it and
+/// renames it over `path`. On any error the temporary file is removed.
+fn write_atomic(
+    path: &Path,
+    header: &[u8],
+    body: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
     let tmp = {
         let mut name = path.as_os_str().to_owned();
         name.push(".tmp");
         PathBuf::from(name)
     };
-    let written = (|| -> std::io::Result<()> {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        out.write_all(&(header.len() as u64).to_le_bytes())?;
-        out.write_all(&header)?;
-        for t in tensors {
-            out.write_all(t.data)?;
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    let io = |source| Error::Io { path: tmp.clone(), source };
+    let written = (|| -> Result<()> {
+        let mut out = BufWriter::new(File::create(&tmp).map_err(io)?);
+        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(header).map_err(io)?;
+        body(&mut |bytes: &[u8]| out.write_all(bytes).map_err(io))?;
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)
     })();
-    if let Err(source) = written {
+    if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::Io { path: tmp, source });
+        return Err(e);
     }
     fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
+/// One header entry: name, dtype, shape, and the byte count of the data given, when given
+/// (checked against the shape).
+type HeaderEntry<'a> = (&'a str, Dtype, &'a [usize], Option<usize>);
+
 /// The padded header bytes, after checking every tensor's byte count against its shape.
-fn header_json(path: &Path, tensors: &[TensorData<'_>], metadata: &[(String, String)]) -> Result<Vec<u8>> {
+fn header_json(path: &Path, tensors: &[HeaderEntry<'_>], metadata: &[(String, String)]) -> Result<Vec<u8>> {
     let file = path.display().to_string();
     let mut entries: Vec<(String, Value)> = Vec::with_capacity(tensors.len() + 1);
     if !metadata.is_empty() {
@@ -445,26 +491,25 @@ fn header_json(path: &Path, tensors: &[TensorData<'_>], metadata: &[(String, Str
     }
     let mut seen = HashSet::with_capacity(tensors.len());
     let mut offset = 0usize;
-    for t in tensors {
-        let err = |rule: String| Error::invalid(tensor_what(&file, t.name), rule);
-        if t.name == "__metadata__" || !seen.insert(t.name) {
+    for &(name, dtype, shape, given) in tensors {
+        let err = |rule: String| Error::invalid(tensor_what(&file, name), rule);
+        if name == "__metadata__" || !seen.insert(name) {
             return Err(err("a tensor name must be unique and not \"__metadata__\"".into()));
         }
-        let nbytes = byte_size(t.shape, t.dtype)
-            .ok_or_else(|| err(format!("shape {:?} of {} overflows usize bytes", t.shape, t.dtype)))?;
-        if t.data.len() != nbytes {
-            let (n, shape, dtype) = (t.data.len(), t.shape, t.dtype);
+        let nbytes = byte_size(shape, dtype)
+            .ok_or_else(|| err(format!("shape {shape:?} of {dtype} overflows usize bytes")))?;
+        if let Some(n) = given.filter(|&n| n != nbytes) {
             return Err(err(format!("{n} data bytes given, but shape {shape:?} of {dtype} needs {nbytes}")));
         }
         let end = offset.checked_add(nbytes).filter(|&e| e as u64 <= 1 << 53);
         let end = end.ok_or_else(|| err("data section beyond 2^53 bytes".into()))?;
         let numbers = |xs: &[usize]| Value::Array(xs.iter().map(|&x| Value::Number(x as f64)).collect());
         let info = vec![
-            ("dtype".to_string(), Value::String(t.dtype.name().to_string())),
-            ("shape".to_string(), numbers(t.shape)),
+            ("dtype".to_string(), Value::String(dtype.name().to_string())),
+            ("shape".to_string(), numbers(shape)),
             ("data_offsets".to_string(), numbers(&[offset, end])),
         ];
-        entries.push((t.name.to_string(), Value::Object(info)));
+        entries.push((name.to_string(), Value::Object(info)));
         offset = end;
     }
     let mut header = Value::Object(entries).to_json().into_bytes();

@@ -110,15 +110,20 @@ fn read_fused_experts(
 /// Writes `dir/config.json` and `dir/model.safetensors` (f32, the hub's per-expert names),
 /// each atomically; transformers' `OlmoeForCausalLM.from_pretrained(dir)` reads them.
 pub fn save(dir: &Path, config: &OlmoeConfig, weights: &Weights<Tensor>) -> Result<()> {
+    write_config(dir, config)?;
+    let tensors = hf_tensors(weights);
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_f32(&dir.join("model.safetensors"), &named, &[("format".to_string(), "pt".to_string())])
+}
+
+/// Creates `dir` if need be and writes `dir/config.json` (pretty JSON), atomically.
+pub fn write_config(dir: &Path, config: &OlmoeConfig) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
     let config_path = dir.join("config.json");
     let tmp = dir.join("config.json.tmp");
     std::fs::write(&tmp, config.to_json().to_json_pretty() + "\n")
         .and_then(|()| std::fs::rename(&tmp, &config_path))
-        .map_err(|source| Error::Io { path: config_path, source })?;
-    let tensors = hf_tensors(weights);
-    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    write_f32(&dir.join("model.safetensors"), &named, &[("format".to_string(), "pt".to_string())])
+        .map_err(|source| Error::Io { path: config_path, source })
 }
 
 /// Every weight (or gradient) under its hub name, experts split back out.
