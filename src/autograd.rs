@@ -1,6 +1,6 @@
 //! Reverse-mode autograd as a tape (a Wengert list).
 //!
-//! Every op appends a node: its output value and an [`Op`] naming its inputs and what it
+//! Every op appends a node: its output value and an `Op` naming its inputs and what it
 //! saved for backward. `backward` walks the nodes in reverse, popping each one, so the graph
 //! is gone when it returns; only the gradients of leaves that need them come back.
 //! The ops' tape methods (`tape.rmsnorm(x, w, eps)`) live beside their math in `ops/*.rs`;

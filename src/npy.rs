@@ -17,8 +17,8 @@
 //! scalar holding one item, `(5,)` a vector. The header parser below reads exactly that
 //! literal subset (quoted strings, True/False, tuples of integers), keys in any order.
 //!
-//! [`write`] produces the bytes `np.save` does (its `_write_array_header`, checked against
-//! numpy 2.4.6): keys sorted, `repr` of each value, 21 − len(repr(shape[0])) spare spaces for
+//! [`write()`] produces the bytes `np.save` does (its `_write_array_header`, checked against
+//! numpy 2.4.6): keys sorted, `repr` of each value, 21 − `len(repr(shape[0]))` spare spaces for
 //! in-place growth, then padding; version 1.0 unless the header needs more than 65535 bytes,
 //! then 2.0.
 

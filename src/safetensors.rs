@@ -422,7 +422,7 @@ pub fn write(path: &Path, tensors: &[TensorData<'_>], metadata: &[(String, Strin
 /// Writes a safetensors file whose tensors are made one at a time: `tensors` gives each one's
 /// (name, dtype, shape); `fill(i, buf)` is then called for each in order, with `buf` empty, and
 /// must leave exactly that tensor's bytes in it. Only one tensor is held in memory. Header,
-/// layout and the atomic `<path>.tmp` + rename are as in [`write`].
+/// layout and the atomic `<path>.tmp` + rename are as in [`write()`].
 pub fn write_streaming(
     path: &Path,
     tensors: &[(String, Dtype, Vec<usize>)],

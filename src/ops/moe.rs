@@ -69,7 +69,7 @@ pub fn topk_backward(dx: &mut [f32], dvalues: &[f32], indices: &[u32], c: usize,
 //           HF: final_hidden_states.index_add_(0, top_x, current_hidden_states)
 
 impl Tape {
-    /// Rows idx[0], idx[1], … of x (any rank, rows along the last dimension): (len(idx), C).
+    /// Rows `idx[0]`, `idx[1]`, … of x (any rank, rows along the last dimension): (len(idx), C).
     pub fn gather_rows(&mut self, x: Var, idx: &[u32]) -> Var {
         let (rows, c) = self.value(x).rows_cols();
         check_indices("gather_rows", idx, rows, &format!("x {:?}", self.shape(x)));
@@ -78,7 +78,7 @@ impl Tape {
         self.push(Tensor::new(&[idx.len(), c], y), Op::GatherRows { x, idx: idx.to_vec() })
     }
 
-    /// Row m of x (any rank, rows along the last dimension) added into row idx[m] of a
+    /// Row m of x (any rank, rows along the last dimension) added into row `idx[m]` of a
     /// (rows, C) zero matrix.
     pub fn scatter_add_rows(&mut self, x: Var, idx: &[u32], rows: usize) -> Var {
         let (m, c) = self.value(x).rows_cols();
