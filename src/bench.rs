@@ -9,7 +9,7 @@
 //! library's where the python in `MOE_BENCH_PYTHON` (default python3) can import it; and
 //! whether both give the same ids and learn the same merges.
 
-use crate::cli::Args;
+use crate::cli::{thousands, Args};
 use crate::cpu::gemm::{gemm, Kernel, MatRef};
 use crate::cpu::threads;
 use crate::error::Result;
@@ -357,17 +357,4 @@ fn tokenizer_table() -> Result<()> {
         println!("(tokenizers column empty: {why})");
     }
     Ok(())
-}
-
-/// 1561424 → "1,561,424".
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

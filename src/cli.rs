@@ -89,6 +89,16 @@ impl Args {
         Ok(())
     }
 
+    /// The error for a missing required flag, with the command's help as the hint.
+    pub fn missing(&self, flag: &str, help: &str) -> Error {
+        Error::invalid(format!("moe {}", self.command), format!("--{flag} is required")).with_hint(help)
+    }
+
+    /// The value of a flag the command cannot run without.
+    pub fn required(&self, flag: &str, help: &str) -> Result<&str> {
+        self.value(flag)?.ok_or_else(|| self.missing(flag, help))
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.flags.iter().any(|(n, _)| n == name)
     }
@@ -112,4 +122,17 @@ fn parse_count(what: &str, v: &str) -> Result<usize> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(Error::invalid(what, format!("expected a positive integer, got '{v}'"))),
     }
+}
+
+/// A count with thousands separators, for what the commands print: 1561424 → "1,561,424".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

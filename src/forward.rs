@@ -27,11 +27,8 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     args.check(&["model", "ids", "out", "grads"])?;
-    let need = |flag: &str| -> Result<&str> {
-        args.value(flag)?
-            .ok_or_else(|| Error::invalid("moe forward", format!("--{flag} is required")).with_hint(HELP))
-    };
-    let (model_dir, ids_path) = (Path::new(need("model")?), Path::new(need("ids")?));
+    let (model_dir, ids_path) =
+        (Path::new(args.required("model", HELP)?), Path::new(args.required("ids", HELP)?));
     let (config, weights) = hf::load(model_dir)?;
     let (ids, batch, seq) = read_ids(ids_path, config.vocab_size)?;
     let report = evaluate(&config, &weights, &ids, batch, seq, args.has("grads"));

@@ -4,7 +4,7 @@
 //! exactly `Weights::init` with `Rng::new(seed)`: 1-D weights (norms) one, matrices truncated
 //! normal (std initializer_range, cut at ±3 std), rounded to the requested dtype.
 
-use crate::cli::Args;
+use crate::cli::{thousands, Args};
 use crate::error::{Error, Result};
 use crate::model::config::OlmoeConfig;
 use crate::model::hf;
@@ -32,11 +32,8 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     args.check(&["config", "out", "dtype", "seed"])?;
-    let need = |flag: &str| -> Result<&str> {
-        args.value(flag)?
-            .ok_or_else(|| Error::invalid("moe init", format!("--{flag} is required")).with_hint(HELP))
-    };
-    let (config_path, out) = (Path::new(need("config")?), Path::new(need("out")?));
+    let (config_path, out) =
+        (Path::new(args.required("config", HELP)?), Path::new(args.required("out", HELP)?));
     let dtype = match args.value("dtype")? {
         None => Dtype::BF16,
         Some(name) => parse_dtype(name)?,
@@ -133,17 +130,4 @@ pub fn param_counts(config: &OlmoeConfig) -> (usize, usize) {
         .sum();
     let idle = config.num_experts.saturating_sub(config.num_experts_per_tok);
     (total, total - idle * per_expert)
-}
-
-/// 1561424 → "1,561,424".
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -39,15 +39,8 @@ pub fn run_train(args: &Args) -> Result<()> {
         return Ok(());
     }
     args.check(&["input", "vocab-size", "out"])?;
-    let need = |flag: &str| -> Result<&str> {
-        args.value(flag)?.ok_or_else(|| {
-            Error::invalid("moe tokenizer-train", format!("--{flag} is required")).with_hint(TRAIN_HELP)
-        })
-    };
-    let (input, out) = (need("input")?, Path::new(need("out")?));
-    let vocab_size = args.count("vocab-size")?.ok_or_else(|| {
-        Error::invalid("moe tokenizer-train", "--vocab-size is required").with_hint(TRAIN_HELP)
-    })?;
+    let (input, out) = (args.required("input", TRAIN_HELP)?, Path::new(args.required("out", TRAIN_HELP)?));
+    let vocab_size = args.count("vocab-size")?.ok_or_else(|| args.missing("vocab-size", TRAIN_HELP))?;
     let floor = SPECIAL_TOKENS.len() + 256;
     if vocab_size < floor {
         return Err(Error::invalid("--vocab-size", format!("{vocab_size} is below {floor}")).with_hint(
@@ -171,9 +164,7 @@ pub fn run_detokenize(args: &Args) -> Result<()> {
     }
     args.check(&["tokenizer", "ids"])?;
     let tokenizer = load(args, DETOKENIZE_HELP)?;
-    let ids = args
-        .value("ids")?
-        .ok_or_else(|| Error::invalid("moe detokenize", "--ids is required").with_hint(DETOKENIZE_HELP))?;
+    let ids = args.required("ids", DETOKENIZE_HELP)?;
     let ids = parse_ids(ids, tokenizer.vocab_size())?;
     print!("{}", tokenizer.decode(&ids));
     Ok(())
@@ -198,8 +189,6 @@ pub fn parse_ids(text: &str, vocab_size: usize) -> Result<Vec<u32>> {
 }
 
 fn load(args: &Args, help: &str) -> Result<Tokenizer> {
-    let path = args.value("tokenizer")?.ok_or_else(|| {
-        Error::invalid(format!("moe {}", args.command), "--tokenizer is required").with_hint(help)
-    })?;
+    let path = args.required("tokenizer", help)?;
     Tokenizer::load(Path::new(path))
 }
