@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// (name, one-line summary, the issue that builds it if it is not built yet)
 pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
     ("forward", "run a checkpoint on token ids: logits, the three losses, gradients", None),
-    ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", Some(5)),
+    ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", None),
     ("generate", "sample text from a checkpoint with a KV cache", Some(6)),
     ("init", "write a randomly initialised checkpoint of any size", None),
     ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),

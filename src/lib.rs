@@ -18,8 +18,10 @@ pub mod autograd;
 // 4 training
 pub mod data;
 pub mod optim;
+pub mod plot;
 // 5 model
 pub mod model;
+pub mod sample;
 // 6 commands
 pub mod bench;
 pub mod cli;
@@ -27,3 +29,5 @@ pub mod forward;
 pub mod init_cmd;
 pub mod tokenize_cmd;
 pub mod train;
+pub mod train_cmd;
+pub mod trainer;
