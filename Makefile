@@ -21,8 +21,11 @@ test:
 bench: build
 	$(MOE) bench $(if $(THREADS),--threads $(THREADS))
 
+# The default run (about 10 minutes on 2 cores): weights/shakespeare-moe. Run again after an
+# interruption, it continues from the last checkpoint.
+RUN = weights/shakespeare-moe
 train: build
-	$(MOE) train
+	$(MOE) train $(if $(wildcard $(RUN)/train_state.json),--resume $(RUN),--out $(RUN)) $(if $(THREADS),--threads $(THREADS))
 
 generate: build
 	$(MOE) generate

@@ -1,5 +1,12 @@
-//! `moe bench`: throughput tables. Times are medians over repeats (matmul: after one warm-up
-//! run; tokenizer: each encode pass from an empty piece cache, as a first pass over a corpus).
+//! `moe bench`: throughput tables. Times are medians over repeats (matmul and training: after
+//! one warm-up run; tokenizer: each encode pass from an empty piece cache, as a first pass over
+//! a corpus).
+//!
+//! train: tokens/s of one training step (forward + backward + clipping + AdamW) of the default
+//! model on one micro-batch, beside transformers' `OlmoeForCausalLM` of the same sizes where the
+//! python in `MOE_BENCH_PYTHON` (default python3) has torch and transformers; model FLOPs
+//! utilisation against numpy's matmul; and each side's peak memory. It runs first, so that our
+//! process's peak memory is the training's.
 //!
 //! matmul: our GEMM in the three forms training uses (C = A·B, A·Bᵀ, Aᵀ·B), and, where the
 //! python in `MOE_BENCH_PYTHON` (default python3) has numpy, numpy's BLAS on the same shapes.
@@ -13,23 +20,42 @@ use crate::cli::{thousands, Args};
 use crate::cpu::gemm::{gemm, Kernel, MatRef};
 use crate::cpu::threads;
 use crate::error::Result;
+use crate::init_cmd::param_counts;
+use crate::model::config::OlmoeConfig;
+use crate::model::olmoe::Weights;
+use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::tokenize_cmd::{read_text, text_files};
 use crate::tokenizer::train::{count_words, learn, SPECIAL_TOKENS};
 use crate::tokenizer::Tokenizer;
+use crate::train::train_step;
+use crate::trainer::{default_config, RunOptions};
 use std::path::Path;
 use std::time::Instant;
 
 pub const HELP: &str = "\
-moe bench [--reps N] [--threads N] [--only matmul|tokenizer]
-  Prints GFLOP/s of the f32 matmul at the shapes the model uses, beside numpy's where
-  $MOE_BENCH_PYTHON (default python3) has numpy. --reps: timed repeats per matmul entry (default 15).
+moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer]
+  First the training step's tokens/s on the default model (`make train`'s config, one
+  micro-batch of 8×256 tokens: forward + backward + clip + AdamW), 1 warm-up step then the
+  median of 5, beside transformers' OlmoeForCausalLM of the same sizes where $MOE_BENCH_PYTHON
+  (default python3) has torch and transformers; with the model FLOPs utilisation of both
+  against numpy's 1024×1024×1024 NN matmul GFLOP/s (the better of a run before and one after
+  the steps), and each side's peak memory (the process's peak RSS).
+  Then GFLOP/s of the f32 matmul at the shapes the model uses, beside numpy's where
+  $MOE_BENCH_PYTHON (default python3) has numpy. --reps: timed repeats per matmul entry (default
+  15) and timed training steps (default 5).
   Then tokenizer encode MB/s and training time (one thread, median of 3) beside the Python
   `tokenizers` library's, run by $MOE_BENCH_PYTHON (default python3), on the corpus in
   data/shakespeare (else ../shared/corpus/shakespeare) with the OLMo tokenizer in
-  tests/golden/tokenizer/ (else ../shared/tokenizers/). --only: just one of the two tables.
+  tests/golden/tokenizer/ (else ../shared/tokenizers/). --only: just one of the three tables.
 ";
+
+/// The tables, in the order they run: training first, so our peak memory is the training's.
+const TABLES: [&str; 3] = ["train", "matmul", "tokenizer"];
+/// Timed repeats per matmul entry, and timed training steps, unless `--reps` says otherwise.
+const MATMUL_REPS: usize = 15;
+const TRAIN_REPS: usize = 5;
 
 /// (M, K, N): C[M, N] = A[M, K] · B[K, N].
 const SHAPES: [(usize, usize, usize); 3] = [(1024, 1024, 1024), (256, 1024, 4096), (4096, 256, 1024)];
@@ -45,20 +71,22 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     args.check(&["reps", "only"])?;
-    let reps = args.count("reps")?.unwrap_or(15);
+    let reps = args.count("reps")?;
     let only = args.value("only")?;
-    if let Some(table) = only.filter(|t| !["matmul", "tokenizer"].contains(t)) {
+    if let Some(table) = only.filter(|t| !TABLES.contains(t)) {
         return Err(crate::error::Error::invalid("--only", format!("no table '{table}'"))
-            .with_hint("the tables: matmul, tokenizer"));
+            .with_hint(format!("the tables: {}", TABLES.join(", "))));
     }
-    if only != Some("tokenizer") {
-        matmul_table(reps)?;
-    }
-    if only != Some("matmul") {
-        if only.is_none() {
+    let wanted: Vec<&str> = TABLES.into_iter().filter(|t| only.is_none_or(|o| o == *t)).collect();
+    for (i, table) in wanted.into_iter().enumerate() {
+        if i > 0 {
             println!();
         }
-        tokenizer_table()?;
+        match table {
+            "train" => train_table(reps.unwrap_or(TRAIN_REPS), reps.unwrap_or(MATMUL_REPS))?,
+            "matmul" => matmul_table(reps.unwrap_or(MATMUL_REPS))?,
+            _ => tokenizer_table()?,
+        }
     }
     Ok(())
 }
@@ -172,6 +200,265 @@ fn matmul_table(reps: usize) -> Result<()> {
     if let Some(why) = numpy_missing {
         println!("(numpy column empty: {why})");
     }
+    Ok(())
+}
+
+// ---- training
+
+/// The step `make train` takes, at a fixed learning rate: AdamW with OLMoE's betas, eps and
+/// weight decay (`AdamWConfig::default()`), gradients clipped to a global norm of 1.
+const TRAIN_LR: f32 = 4e-4;
+const TRAIN_CLIP: f32 = 1.0;
+/// Seeds the init and the random token ids (the same ids every step).
+const TRAIN_SEED: u64 = 0;
+
+/// One implementation's training step, as measured.
+struct StepTiming {
+    /// The median step, seconds.
+    step_s: f64,
+    /// The loss of the first (warm-up) step: that a real model of the right size trained.
+    first_loss: f32,
+    /// The process's peak resident memory, KiB (None where it cannot be read).
+    peak_kib: Option<u64>,
+}
+
+/// Training FLOPs per token, in PaLM's convention (Chowdhery et al. 2022, appendix B):
+/// 6·N + 12·L·H·D·T. N: the matmul weights one token goes through (2 FLOPs per weight
+/// forward, 4 backward). 12·L·H·D·T: attention's QKᵀ and PV, counted at the full, non-causal
+/// length T (2·2·T·H·D forward per layer, twice that backward).
+fn train_flops_per_token(config: &OlmoeConfig, seq: usize) -> f64 {
+    let attention = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim() * seq;
+    (6 * active_matmul_params(config) + attention) as f64
+}
+
+/// N: every matmul weight a token goes through. Per layer q, k, v, o, the router, and K of the
+/// E experts' gate, up and down; then lm_head, V·C, tied or not. The embedding lookup is not
+/// a matmul, nor are the norms.
+fn active_matmul_params(config: &OlmoeConfig) -> usize {
+    let (c, f, k) = (config.hidden_size, config.intermediate_size, config.num_experts_per_tok);
+    let q = config.num_attention_heads * config.head_dim();
+    let kv = config.num_key_value_heads * config.head_dim();
+    let attention = c * q + 2 * c * kv + q * c;
+    let router = config.num_experts * c;
+    let experts = k * 3 * f * c;
+    config.num_hidden_layers * (attention + router + experts) + config.vocab_size * c
+}
+
+/// This process's peak resident set size (VmHWM in /proc/self/status), KiB; None off Linux.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+}
+
+/// `train::train_step` on one micro-batch of `batch` random sequences of `seq` ids: one
+/// warm-up step, then the median of `reps`. The peak memory is read right after.
+fn ours_train(config: &OlmoeConfig, batch: usize, seq: usize, reps: usize) -> StepTiming {
+    let mut rng = Rng::new(TRAIN_SEED);
+    let mut weights = Weights::init(config, &mut rng);
+    let micro_batches = [(0..batch * seq).map(|_| rng.below(config.vocab_size) as u32).collect::<Vec<u32>>()];
+    let mut optimizer = AdamW::new(AdamWConfig { lr: TRAIN_LR as f64, ..AdamWConfig::default() });
+    let mut losses = Vec::new();
+    let step_s = median_seconds(reps, || {
+        // A diverged step (Err) has its stats too: its NaN loss shows in the table.
+        let (Ok(stats) | Err(stats)) =
+            train_step(config, &mut weights, &mut optimizer, &micro_batches, seq, TRAIN_LR, TRAIN_CLIP);
+        losses.push(stats.loss);
+    });
+    StepTiming { step_s, first_loss: losses[0], peak_kib: peak_rss_kib() }
+}
+
+/// What transformers' run measured.
+struct Transformers {
+    /// Its version and torch's, and which attention and experts implementations ran.
+    name: String,
+    timing: StepTiming,
+    /// The peak memory once torch and transformers are imported, before the model: KiB.
+    imports_kib: u64,
+}
+
+/// The same step in transformers: `OlmoeForCausalLM` of `config`'s sizes, f32, on `threads`
+/// torch threads, forward + backward + `clip_grad_norm_` + `torch.optim.AdamW`, one warm-up
+/// step then the median of `reps`; or why there is none.
+fn transformers_train(
+    config: &OlmoeConfig,
+    batch: usize,
+    seq: usize,
+    reps: usize,
+    threads: usize,
+) -> std::result::Result<Transformers, String> {
+    let python_bool = |b: bool| if b { "True" } else { "False" };
+    let adamw = AdamWConfig::default();
+    let script = format!(
+        r#"
+import resource, time
+import torch, transformers
+from transformers import OlmoeConfig, OlmoeForCausalLM
+imports_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+torch.set_num_threads({threads})
+torch.manual_seed({TRAIN_SEED})
+# Our sizes; every other field is OlmoeConfig's default, as ours are. eos_token_id plays no
+# part in training (the default lies outside this vocabulary, which transformers warns about).
+config = OlmoeConfig(vocab_size={vocab}, hidden_size={hidden}, intermediate_size={inter},
+    num_hidden_layers={layers}, num_attention_heads={heads}, num_key_value_heads={kv_heads},
+    num_experts={experts}, num_experts_per_tok={k}, max_position_embeddings={max_pos},
+    norm_topk_prob={norm_topk}, tie_word_embeddings={tie}, router_aux_loss_coef={aux_coef:?},
+    output_router_logits=True, eos_token_id=None)
+model = OlmoeForCausalLM(config).float().train()
+opt = torch.optim.AdamW(model.parameters(), lr={TRAIN_LR:?}, betas=({beta1:?}, {beta2:?}),
+    eps={eps:?}, weight_decay={wd:?})
+ids = torch.randint(0, {vocab}, ({batch}, {seq}), generator=torch.Generator().manual_seed({TRAIN_SEED}))
+def step():
+    loss = model(input_ids=ids, labels=ids).loss  # cross-entropy + aux coef · load balancing
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), {TRAIN_CLIP:?})
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+first_loss = step()  # warm-up
+ts = []
+for _ in range({reps}):
+    t = time.perf_counter(); step(); ts.append(time.perf_counter() - t)
+print(transformers.__version__, torch.__version__, config._attn_implementation,
+      getattr(config, "_experts_implementation", None) or "default")
+print(sorted(ts)[len(ts) // 2])
+print(first_loss)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, imports_kib)
+"#,
+        vocab = config.vocab_size,
+        hidden = config.hidden_size,
+        inter = config.intermediate_size,
+        layers = config.num_hidden_layers,
+        heads = config.num_attention_heads,
+        kv_heads = config.num_key_value_heads,
+        experts = config.num_experts,
+        k = config.num_experts_per_tok,
+        max_pos = config.max_position_embeddings,
+        norm_topk = python_bool(config.norm_topk_prob),
+        tie = python_bool(config.tie_word_embeddings),
+        aux_coef = config.router_aux_loss_coef,
+        beta1 = adamw.beta1,
+        beta2 = adamw.beta2,
+        eps = adamw.eps,
+        wd = adamw.weight_decay,
+    );
+    let text = run_python(&script, &[], &[], "torch")?;
+    let mut lines = text.lines();
+    let mut next = |what: &str| lines.next().ok_or(format!("transformers output ends before {what}"));
+    let name = match next("the versions")?.split_whitespace().collect::<Vec<_>>()[..] {
+        [transformers, torch, attention, experts] => {
+            format!("transformers {transformers} (torch {torch}; {attention} attention, {experts} experts)")
+        }
+        _ => return Err("unexpected transformers version line".to_string()),
+    };
+    let bad = |s: &str| format!("unexpected transformers output '{s}'");
+    let step = next("the step time")?;
+    let step_s = step.trim().parse::<f64>().map_err(|_| bad(step))?;
+    let loss = next("the loss")?;
+    let first_loss = loss.trim().parse::<f32>().map_err(|_| bad(loss))?;
+    let rss = next("the peak memory")?;
+    let kib = |n: &str| n.parse::<u64>().map_err(|_| bad(rss));
+    let (peak, imports) = rss.split_once(' ').ok_or_else(|| bad(rss))?;
+    let timing = StepTiming { step_s, first_loss, peak_kib: Some(kib(peak)?) };
+    Ok(Transformers { name, timing, imports_kib: kib(imports)? })
+}
+
+fn train_table(reps: usize, matmul_reps: usize) -> Result<()> {
+    let config = default_config();
+    let options = RunOptions::default();
+    let (batch, seq) = (options.micro_batch, options.seq);
+    let tokens = batch * seq;
+    let n_threads = threads::num_threads();
+    // MFU's denominator, numpy's matmul, is the better of two runs, one before the training
+    // steps and one after: on a shared machine a single run can land in a slow moment.
+    let numpy_before = numpy_gflops(1024, 1024, 1024, "NN", matmul_reps);
+    let ours = ours_train(&config, batch, seq, reps);
+    let transformers = transformers_train(&config, batch, seq, reps, n_threads);
+    let numpy = numpy_before.and_then(|a| Ok(a.max(numpy_gflops(1024, 1024, 1024, "NN", matmul_reps)?)));
+
+    let (total, active) = param_counts(&config);
+    let n_matmul = active_matmul_params(&config);
+    let flops = train_flops_per_token(&config, seq);
+    println!(
+        "train: make train's model, f32 ({} layers, hidden {}, {} experts top-{}, vocab {}; {} parameters, \
+         {} active per token)",
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_experts,
+        config.num_experts_per_tok,
+        config.vocab_size,
+        thousands(total),
+        thousands(active),
+    );
+    println!(
+        "step: one micro-batch of {batch}×{seq} = {} random ids, forward + backward + clip {TRAIN_CLIP:?} + \
+         AdamW lr {TRAIN_LR:e}; {n_threads} threads, 1 warm-up step then the median of {reps}",
+        thousands(tokens)
+    );
+    println!("| implementation | step, s | tokens/s | MFU | peak RSS, MiB | loss, step 1 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let tokens_per_s = |t: &StepTiming| tokens as f64 / t.step_s;
+    let mfu = |t: &StepTiming| {
+        numpy
+            .as_ref()
+            .map_or("–".to_string(), |np| format!("{:.1}%", 100.0 * flops * tokens_per_s(t) / (np * 1e9)))
+    };
+    let row = |name: &str, t: &StepTiming| {
+        println!(
+            "| {name} | {:.3} | {} | {} | {} | {:.3} |",
+            t.step_s,
+            thousands(tokens_per_s(t).round() as usize),
+            mfu(t),
+            t.peak_kib.map_or("–".to_string(), |kib| thousands((kib / 1024) as usize)),
+            t.first_loss
+        )
+    };
+    row("ours", &ours);
+    match &transformers {
+        Ok(t) => {
+            row(&t.name, &t.timing);
+            let memory = match (ours.peak_kib, t.timing.peak_kib) {
+                (Some(a), Some(b)) => format!(", {:.2}x its peak memory", a as f64 / b as f64),
+                _ => String::new(),
+            };
+            println!(
+                "ours/transformers: {:.2}x its tokens/s{memory}",
+                tokens_per_s(&ours) / tokens_per_s(&t.timing)
+            );
+        }
+        Err(why) => {
+            println!("| transformers | – | – | – | – | – |");
+            println!("(transformers row empty: {why})");
+        }
+    }
+    match &numpy {
+        Ok(np) => println!(
+            "MFU: (6 × {} matmul weights per token + 12·L·H·D·T attention) = {:.1} MFLOP per token \
+             (PaLM's convention, appendix B: non-causal attention), × tokens/s ÷ numpy's \
+             1024×1024×1024 NN matmul, {np:.1} GFLOP/s (the better of two runs, before and after \
+             the steps)",
+            thousands(n_matmul),
+            flops / 1e6
+        ),
+        Err(why) => println!("(MFU empty: it is relative to numpy's matmul GFLOP/s, and {why})"),
+    }
+    let imports = transformers.as_ref().map_or(String::new(), |t| {
+        format!(
+            ", {} MiB of it once torch and transformers are imported",
+            thousands((t.imports_kib / 1024) as usize)
+        )
+    });
+    println!(
+        "peak RSS: the whole process's; ours is VmHWM right after the steps (this table runs first), \
+         transformers' ru_maxrss{imports}"
+    );
+    println!(
+        "loss, step 1: cross-entropy (ln {} = {:.3} at random) + {} × load balancing; ours also + {} × z-loss",
+        config.vocab_size,
+        (config.vocab_size as f64).ln(),
+        config.router_aux_loss_coef,
+        config.router_z_loss_coef
+    );
     Ok(())
 }
 

@@ -28,6 +28,7 @@ fn run(argv: &[String]) -> Result<()> {
 }
 
 fn main() {
+    moe::cpu::memory::keep_freed_memory();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = run(&argv) {
         eprintln!("error: {e}");

@@ -235,10 +235,29 @@ fn gemm_block(kernel: Kernel, c: &mut [&mut [f32]], a: MatRef, b: MatRef, accumu
 /// values A[i0 + s·MR + r, p0 + p] (r = 0..MR), zero past row mc.
 fn pack_a(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize) {
     for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
-        let rows = MR.min(mc - s * MR);
-        for (p, col) in sliver.chunks_exact_mut(MR).enumerate() {
-            for (r, v) in col.iter_mut().enumerate() {
-                *v = if r < rows { a.at(i0 + s * MR + r, p0 + p) } else { 0.0 };
+        let (first, rows) = (i0 + s * MR, MR.min(mc - s * MR));
+        if rows < MR {
+            sliver.fill(0.0);
+        }
+        if a.cs == 1 {
+            // Row-major A (activations): each row is contiguous, scattered with stride MR.
+            for r in 0..rows {
+                let start = (first + r) * a.rs + p0;
+                for (p, &v) in a.data[start..start + kc].iter().enumerate() {
+                    sliver[p * MR + r] = v;
+                }
+            }
+        } else if a.rs == 1 {
+            // Column-major A (a transposed operand): each column's MR values are contiguous.
+            for (p, col) in sliver.chunks_exact_mut(MR).enumerate() {
+                let start = (p0 + p) * a.cs + first;
+                col[..rows].copy_from_slice(&a.data[start..start + rows]);
+            }
+        } else {
+            for (p, col) in sliver.chunks_exact_mut(MR).enumerate() {
+                for (r, v) in col[..rows].iter_mut().enumerate() {
+                    *v = a.at(first + r, p0 + p);
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! CPU performance machinery: the blocked SIMD GEMM and the thread helpers.
+//! CPU performance machinery: the blocked SIMD GEMM, the thread helpers, malloc tuning.
 
 pub mod gemm;
+pub mod memory;
 pub mod threads;
