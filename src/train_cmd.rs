@@ -25,7 +25,7 @@ moe train --resume DIR          continue the run in DIR from its last checkpoint
   --init DIR            start from this checkpoint's weights and config
   --seq T               tokens per sample (256)
   --micro-batch B       samples per forward/backward (8)
-  --batch-tokens N      tokens per optimizer step, a multiple of B·T (2048)
+  --batch-tokens N      tokens per optimizer step, a multiple of B·T (default B·T = 2048: no accumulation)
   --steps N             optimizer steps in all (600)
   --warmup N            warmup steps (30)
   --anneal N            final anneal steps (60)

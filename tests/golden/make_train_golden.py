@@ -61,6 +61,9 @@ from safetensors.numpy import save_file as np_save_file
 import transformers
 from transformers import OlmoeConfig, OlmoeForCausalLM
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_golden import deterministic, hub_named  # noqa: E402  (the same layout and settings)
+
 PINNED = {"torch": "2.15.0", "transformers": "5.23.0", "safetensors": "0.8.0", "numpy": "2.4.6"}
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,12 +116,6 @@ def check_versions():
         sys.exit(f"make_train_golden.py: version mismatch: {msg}. HINT: pip install the pinned versions.")
 
 
-def deterministic():
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-
-
 def build(seed):
     cfg = OlmoeConfig(**CONFIG)
     torch.manual_seed(seed)
@@ -137,29 +134,6 @@ def build(seed):
 def make_ids(vocab, seed):
     g = torch.Generator().manual_seed(seed + 2)
     return torch.randint(0, vocab, (STEPS, MICRO, B, T), generator=g)
-
-
-def hub_named(named):
-    """{name: tensor} in transformers-5 memory layout -> hub per-expert layout (as make_golden.py).
-
-    mlp.experts.gate_up_proj [E, 2I, d] -> experts.{e}.gate_proj.weight = [e, :I], up_proj = [e, I:]
-    mlp.experts.down_proj    [E, d, I]  -> experts.{e}.down_proj.weight = [e]
-    """
-    out = {}
-    for name, t in named.items():
-        if name.endswith("mlp.experts.gate_up_proj"):
-            stem = name[: -len("gate_up_proj")]
-            inter = t.shape[1] // 2
-            for e in range(t.shape[0]):
-                out[f"{stem}{e}.gate_proj.weight"] = t[e, :inter]
-                out[f"{stem}{e}.up_proj.weight"] = t[e, inter:]
-        elif name.endswith("mlp.experts.down_proj"):
-            stem = name[: -len("down_proj")]
-            for e in range(t.shape[0]):
-                out[f"{stem}{e}.down_proj.weight"] = t[e]
-        else:
-            out[name] = t
-    return out
 
 
 # ---- losses (differentiable, in the router logits' dtype)
