@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
     ("forward", "run a checkpoint on token ids: logits, the three losses, gradients", None),
     ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", None),
-    ("generate", "sample text from a checkpoint with a KV cache", Some(6)),
+    ("generate", "sample text from a checkpoint with a KV cache", None),
     ("init", "write a randomly initialised checkpoint of any size", None),
     ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),
     ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
@@ -109,6 +109,28 @@ impl Args {
             Some((_, Some(v))) => Ok(Some(v)),
             Some((_, None)) => Err(Error::invalid(format!("flag --{name}"), "needs a value")),
         }
+    }
+
+    /// A finite number.
+    pub fn number(&self, name: &str) -> Result<Option<f64>> {
+        self.value(name)?
+            .map(|v| {
+                v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
+                    Error::invalid(format!("--{name}"), format!("expected a number, got '{v}'"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A whole number, zero allowed.
+    pub fn whole(&self, name: &str) -> Result<Option<u64>> {
+        self.value(name)?
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    Error::invalid(format!("--{name}"), format!("expected a whole number, got '{v}'"))
+                })
+            })
+            .transpose()
     }
 
     /// A positive integer flag.

@@ -26,6 +26,7 @@ pub mod sample;
 pub mod bench;
 pub mod cli;
 pub mod forward;
+pub mod generate;
 pub mod init_cmd;
 pub mod tokenize_cmd;
 pub mod train;

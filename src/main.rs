@@ -12,6 +12,7 @@ fn run(argv: &[String]) -> Result<()> {
         }
         "bench" => moe::bench::run(&args),
         "forward" => moe::forward::run(&args),
+        "generate" => moe::generate::run(&args),
         "init" => moe::init_cmd::run(&args),
         "train" => moe::train_cmd::run(&args),
         "tokenizer-train" => moe::tokenize_cmd::run_train(&args),

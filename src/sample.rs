@@ -1,72 +1,126 @@
-//! Sampling a continuation from a model: softmax(logits / temperature) over the `top_k` most
-//! likely tokens, one token at a time. This version reruns the whole window for every new
-//! token (no KV cache): simple and exact, fine for the few lines `moe train` prints at its end.
+//! Drawing tokens: greedy, or sampling with temperature, top-k and top-p (nucleus); and the
+//! generation loop: the prompt in one step (prefill), then one KV-cached step per new token.
+//! ```text
+//! greedy (temperature 0): argmax_i l_i, ties → the lower id
+//! otherwise, in transformers' order (TemperatureLogitsWarper, TopK…, TopP…):
+//!   z_i = l_i / temperature
+//!   top-k: keep the k largest z (k = 0: all)
+//!   p_i = softmax(z) over the kept tokens
+//!   top-p: ranked by p, keep token i while the mass ranked above it is < top_p (≥ 1 token)
+//!   draw i with probability p_i / Σ_kept p
+//! ```
 
-use crate::autograd::Tape;
-use crate::model::config::OlmoeConfig;
-use crate::model::olmoe::{forward, Weights};
+use crate::model::decode::Decoder;
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use std::time::Instant;
 
 /// How the next token is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
     /// Divides the logits; 0 means greedy (always the most likely token).
     pub temperature: f32,
-    /// Draw among the k most likely tokens only (0: among all).
+    /// Draw among the k most likely tokens only (0: no limit).
     pub top_k: usize,
+    /// Draw among the most likely tokens whose probabilities reach top_p (1: no limit).
+    pub top_p: f32,
 }
 
-/// Draws a token from one row of logits (V). Ties in the ranking go to the lower id.
-pub fn draw(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
+impl Sampling {
+    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
+}
+
+/// The most likely token; ties go to the lower id.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The tokens sampling may draw (temperature > 0), most likely first, with their
+/// probabilities after the top-k and top-p cuts, renormalised to sum to one.
+pub fn candidates(logits: &[f32], sampling: Sampling) -> Vec<(u32, f64)> {
+    assert!(sampling.temperature > 0.0, "candidates: temperature {} (greedy has none)", sampling.temperature);
     let mut ranked: Vec<u32> = (0..logits.len() as u32).collect();
     // Descending logit; sort_by is stable, so equal logits keep the lower id first.
     ranked.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    if sampling.temperature <= 0.0 {
-        return ranked[0];
+    if sampling.top_k > 0 {
+        ranked.truncate(sampling.top_k);
     }
-    let k = if sampling.top_k == 0 { ranked.len() } else { sampling.top_k.min(ranked.len()) };
     let top = logits[ranked[0] as usize];
-    // p_i ∝ exp((l_i − l_max) / temperature) over the k kept tokens.
-    let weights: Vec<f64> = ranked[..k]
+    // p_i ∝ exp((l_i − l_max) / temperature), in f64 so the cuts below are not rounding noise.
+    let weights: Vec<f64> = ranked
         .iter()
-        .map(|&i| (((logits[i as usize] - top) / sampling.temperature) as f64).exp())
+        .map(|&i| ((logits[i as usize] - top) as f64 / sampling.temperature as f64).exp())
         .collect();
-    let mut u = rng.uniform() * weights.iter().sum::<f64>();
+    let total: f64 = weights.iter().sum();
+    let mut kept = Vec::new();
+    let mut mass_above = 0.0;
     for (&id, w) in ranked.iter().zip(&weights) {
-        if u < *w {
-            return id;
+        if sampling.top_p < 1.0 && !kept.is_empty() && mass_above >= sampling.top_p as f64 {
+            break;
         }
-        u -= w;
+        kept.push((id, w / total));
+        mass_above += w / total;
     }
-    ranked[k - 1]
+    let kept_total: f64 = kept.iter().map(|(_, p)| p).sum();
+    kept.iter().map(|&(id, p)| (id, p / kept_total)).collect()
 }
 
-/// `prompt` followed by up to `new_tokens` sampled tokens, stopping early after `stop`. The
-/// model sees at most the last `max_position_embeddings` tokens.
-pub fn continue_text(
-    config: &OlmoeConfig,
-    weights: &Weights<Tensor>,
+/// Draws a token from one row of logits (V).
+pub fn draw(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
+    if sampling.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let candidates = candidates(logits, sampling);
+    let mut u = rng.uniform();
+    for &(id, p) in &candidates {
+        if u < p {
+            return id;
+        }
+        u -= p;
+    }
+    candidates.last().expect("at least one candidate").0
+}
+
+/// What [`generate`] produced, and how long it took.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The new tokens (the stop token included, when it came).
+    pub ids: Vec<u32>,
+    pub prefill_seconds: f64,
+    /// One-token steps after the prefill (the last drawn token needs none).
+    pub decode_steps: usize,
+    pub decode_seconds: f64,
+}
+
+/// Feeds `prompt` to `decoder` in one step, then draws up to `max_new` tokens, one step each,
+/// stopping after `stop` (EOS). `on_token` sees each new token as soon as it is drawn.
+pub fn generate(
+    decoder: &mut Decoder,
     prompt: &[u32],
-    new_tokens: usize,
+    max_new: usize,
     sampling: Sampling,
     stop: Option<u32>,
     rng: &mut Rng,
-) -> Vec<u32> {
-    assert!(!prompt.is_empty(), "continue_text: an empty prompt");
-    let mut ids = prompt.to_vec();
-    for _ in 0..new_tokens {
-        let window = &ids[ids.len().saturating_sub(config.max_position_embeddings)..];
-        let mut tape = Tape::new();
-        let vars = weights.map(|w| tape.constant(w.clone()));
-        let out = forward(&mut tape, &vars, config, window, 1, window.len());
-        let logits = tape.value(out.logits).data();
-        let last = &logits[(window.len() - 1) * config.vocab_size..];
-        let next = draw(last, sampling, rng);
+    mut on_token: impl FnMut(u32),
+) -> Generation {
+    let start = Instant::now();
+    let mut logits = decoder.step(prompt);
+    let prefill_seconds = start.elapsed().as_secs_f64();
+    let (start, mut ids, mut decode_steps) = (Instant::now(), Vec::with_capacity(max_new), 0);
+    while ids.len() < max_new {
+        let next = draw(&logits, sampling, rng);
         ids.push(next);
-        if Some(next) == stop {
+        on_token(next);
+        if Some(next) == stop || ids.len() == max_new {
             break;
         }
+        logits = decoder.step(&[next]);
+        decode_steps += 1;
     }
-    ids
+    Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() }
 }

@@ -109,15 +109,7 @@ pub fn run(args: &Args) -> Result<()> {
 pub fn options_from(args: &Args) -> Result<(RunOptions, OlmoeConfig)> {
     let mut o = RunOptions::default();
     let path = |name: &str| -> Result<Option<PathBuf>> { Ok(args.value(name)?.map(PathBuf::from)) };
-    let float = |name: &str| -> Result<Option<f64>> {
-        args.value(name)?
-            .map(|v| {
-                v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
-                    Error::invalid(format!("--{name}"), format!("expected a number, got '{v}'"))
-                })
-            })
-            .transpose()
-    };
+    let float = |name: &str| args.number(name);
     let steps = |name: &str| -> Result<Option<u64>> {
         args.value(name)?
             .map(|v| {

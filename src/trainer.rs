@@ -24,13 +24,14 @@ use crate::data::{self, Batches, Position, TokenFile};
 use crate::error::{Error, Result};
 use crate::json::{self, Value};
 use crate::model::config::OlmoeConfig;
+use crate::model::decode::{borrow_tensors, Decoder};
 use crate::model::hf;
 use crate::model::olmoe::{HfName, Weights};
 use crate::optim::{AdamW, AdamWConfig, AdamWState, Schedule};
 use crate::plot::{loss_svg, Curve};
 use crate::rng::Rng;
 use crate::safetensors::{write_f32, SafeTensors};
-use crate::sample::{continue_text, Sampling};
+use crate::sample::{generate, Sampling};
 use crate::tensor::Tensor;
 use crate::tokenizer::train::SPECIAL_TOKENS;
 use crate::tokenizer::Tokenizer;
@@ -604,17 +605,15 @@ impl Run {
         self.write_svg()?;
         let tokenizer = Tokenizer::load(&self.options.out.join("tokenizer.json"))?;
         let prompt = tokenizer.encode(SAMPLE_PROMPT);
-        let sampling = Sampling { temperature: 0.8, top_k: 40 };
+        let sampling = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0 };
         let mut rng = Rng::new(self.options.seed);
-        let ids = continue_text(
-            &self.config,
-            &self.weights,
-            &prompt,
-            SAMPLE_TOKENS,
-            sampling,
-            self.config.eos_token_id,
-            &mut rng,
-        );
+        let weights = borrow_tensors(&self.weights);
+        let room = self.config.max_position_embeddings.saturating_sub(prompt.len());
+        let mut decoder = Decoder::new(&self.config, &weights, prompt.len() + SAMPLE_TOKENS);
+        let eos = self.config.eos_token_id;
+        let generation =
+            generate(&mut decoder, &prompt, SAMPLE_TOKENS.min(room), sampling, eos, &mut rng, |_| {});
+        let ids = [prompt, generation.ids].concat();
         Ok(Summary {
             steps: self.state.step,
             last_train_ce,

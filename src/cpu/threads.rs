@@ -1,4 +1,5 @@
-//! Threads for the CPU kernels: `std::thread::scope`, one scoped thread per chunk of work.
+//! Threads for the CPU kernels: `std::thread::scope`, one scoped thread per chunk of work
+//! but the first, which the calling thread runs itself.
 //!
 //! Determinism: work is split into contiguous ranges that depend only on the problem size
 //! and the thread count, each output element is written by exactly one thread, and partial
@@ -64,8 +65,12 @@ pub fn par_map<T: Send>(n: usize, work_per_item: usize, f: impl Fn(Range<usize>)
         return vec![f(0..n)];
     }
     std::thread::scope(|s| {
-        let handles: Vec<_> = ranges.into_iter().map(|r| s.spawn(|| f(r))).collect();
-        handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
+        let mut ranges = ranges.into_iter();
+        let first = ranges.next().expect("at least one range");
+        let handles: Vec<_> = ranges.map(|r| s.spawn(|| f(r))).collect();
+        let mut out = vec![f(first)];
+        out.extend(handles.into_iter().map(|h| h.join().expect("worker thread panicked")));
+        out
     })
 }
 
@@ -94,14 +99,21 @@ pub fn par_rows2(
     if ranges.len() == 1 {
         return f(0, a, b);
     }
+    let mut chunks = Vec::with_capacity(ranges.len());
+    let (mut a_rest, mut b_rest) = (a, b);
+    for r in ranges {
+        let (a_chunk, a_tail) = a_rest.split_at_mut(r.len() * a_row_len);
+        let (b_chunk, b_tail) = b_rest.split_at_mut(r.len() * b_row_len);
+        (a_rest, b_rest) = (a_tail, b_tail);
+        chunks.push((r.start, a_chunk, b_chunk));
+    }
     std::thread::scope(|s| {
-        let (mut a_rest, mut b_rest) = (a, b);
-        for r in ranges {
-            let (a_chunk, a_tail) = a_rest.split_at_mut(r.len() * a_row_len);
-            let (b_chunk, b_tail) = b_rest.split_at_mut(r.len() * b_row_len);
-            (a_rest, b_rest) = (a_tail, b_tail);
+        let mut chunks = chunks.into_iter();
+        let (first_row, a_first, b_first) = chunks.next().expect("at least one chunk");
+        for (row, a_chunk, b_chunk) in chunks {
             let f = &f;
-            s.spawn(move || f(r.start, a_chunk, b_chunk));
+            s.spawn(move || f(row, a_chunk, b_chunk));
         }
+        f(first_row, a_first, b_first);
     });
 }

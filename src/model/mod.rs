@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod decode;
 pub mod hf;
 pub mod moe;
 pub mod olmoe;

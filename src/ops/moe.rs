@@ -198,16 +198,17 @@ impl Tape {
         let x_value = self.value(x);
         let c = x_value.rows_cols().1;
         assert!(c > 0, "renormalize_rows: x {:?} has empty rows", x_value.shape());
-        let y: Vec<f32> = x_value
-            .data()
-            .chunks_exact(c)
-            .flat_map(|row| {
-                let total: f32 = row.iter().sum();
-                row.iter().map(move |v| v / total)
-            })
-            .collect();
+        let mut y = vec![0.0; x_value.numel()];
+        renormalize_rows_forward(&mut y, x_value.data(), c);
         let y = Tensor::new(x_value.shape(), y);
         self.push(y, Op::RenormalizeRows { x })
+    }
+}
+
+pub fn renormalize_rows_forward(y: &mut [f32], x: &[f32], c: usize) {
+    for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        let total: f32 = x.iter().sum();
+        y.iter_mut().zip(x).for_each(|(y, x)| *y = x / total);
     }
 }
 

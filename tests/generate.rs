@@ -1,0 +1,157 @@
+//! Generation against transformers: greedy ids identical to
+//! `OlmoeForCausalLM.generate(do_sample=False, use_cache=True)` on the small random checkpoints
+//! (tests/golden/make_generate_golden.py), F32 single-file and BF16 sharded; and `moe generate`
+//! as a user meets it: streamed text, --print-ids, seeds, and bad input.
+
+use moe::json::{self, Value};
+use moe::model::decode::Decoder;
+use moe::model::hf;
+use moe::rng::Rng;
+use moe::sample::{generate, Sampling};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// (prompt, generated, max_new_tokens) from one expected-output file.
+fn expected(path: &Path) -> (Vec<u32>, Vec<u32>, usize) {
+    let v = json::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        v.get(key).and_then(Value::as_array).unwrap().iter().map(|x| x.as_f64().unwrap() as u32).collect()
+    };
+    let max_new = v.get("max_new_tokens").and_then(Value::as_f64).unwrap() as usize;
+    (ids("prompt"), ids("generated"), max_new)
+}
+
+/// Greedy generation from the model in `dir`, through the memory-mapped weights.
+fn greedy(dir: &Path, prompt: &[u32], max_new: usize) -> Vec<u32> {
+    let (config, ckpt) = hf::open(dir).unwrap();
+    let weights = hf::views(&ckpt, &config).unwrap();
+    let mut decoder = Decoder::new(&config, &weights, prompt.len() + max_new);
+    let mut rng = Rng::new(0);
+    generate(&mut decoder, prompt, max_new, Sampling::GREEDY, config.eos_token_id, &mut rng, |_| {}).ids
+}
+
+#[test]
+fn greedy_ids_equal_transformers_generate() {
+    let mut cases: Vec<(PathBuf, PathBuf)> = ["base", "renorm", "gqa", "tied", "clip"]
+        .iter()
+        .map(|v| (golden().join(v), golden().join("generate").join(format!("{v}.json"))))
+        .collect();
+    let sharded = golden().join("generate/bf16_sharded");
+    cases.push((sharded.clone(), sharded.join("expected.json")));
+    for (dir, want) in cases {
+        let (prompt, want, max_new) = expected(&want);
+        let got = greedy(&dir, &prompt, max_new);
+        println!("{}: {} tokens, identical: {}", dir.display(), got.len(), got == want);
+        assert_eq!(got, want, "{}: greedy ids differ from transformers", dir.display());
+    }
+    // The renorm case stops at EOS before max_new_tokens: stopping is checked too.
+    let (_, renorm, max_new) = expected(&golden().join("generate/renorm.json"));
+    assert!(renorm.len() < max_new && renorm.last() == Some(&95), "renorm's golden run ends at EOS (95)");
+}
+
+// ---- the binary
+
+fn moe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe")).args(args).env("MOE_THREADS", "2").output().expect("moe runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn prompt_ids_without_a_tokenizer_print_only_ids() {
+    let dir = golden().join("generate/bf16_sharded");
+    let (prompt, want, max_new) = expected(&dir.join("expected.json"));
+    let prompt: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let max_new = max_new.to_string();
+    let args = [
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        &prompt.join(" "),
+        "--temperature",
+        "0",
+    ];
+    let out = moe(&[&args[..], &["--max-new-tokens", &max_new]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want: Vec<String> = want.iter().map(u32::to_string).collect();
+    assert_eq!(text(&out.stdout), want.join(" ") + "\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("BF16, memory-mapped"), "{err}");
+    assert!(err.contains(&format!("prompt 5 tokens | generated {} tokens | prefill ", want.len())), "{err}");
+    assert!(err.contains("decode ") && err.contains(" tok/s"), "{err}");
+}
+
+/// A tiny random model with the real OLMoE tokenizer (vocab 50304) in a temporary folder.
+fn model_with_tokenizer(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moe-generate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = r#"{"model_type": "olmoe", "vocab_size": 50304, "hidden_size": 32, "intermediate_size": 16,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2,
+        "max_position_embeddings": 64, "initializer_range": 0.2, "eos_token_id": 50279, "pad_token_id": 1}"#;
+    std::fs::write(dir.join("in.json"), config).unwrap();
+    let out =
+        moe(&["init", "--config", dir.join("in.json").to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::copy(golden().join("tokenizer/olmoe-gpt-neox-olmo-dolma-v1_5.json"), dir.join("tokenizer.json"))
+        .unwrap();
+    dir
+}
+
+#[test]
+fn text_prompts_stream_text_and_print_ids_and_seeds_repeat() {
+    let dir = model_with_tokenizer("text");
+    let model = dir.to_str().unwrap();
+    let run = |seed: &str| {
+        let args =
+            ["generate", "--model", model, "--prompt", "Romeo.\n", "--max-new-tokens", "12", "--seed", seed];
+        let out = moe(&[&args[..], &["--print-ids"]].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let first = run("1");
+    assert_eq!(first, run("1"), "same seed, same text");
+    assert_ne!(first, run("2"), "another seed, another text");
+    // The text is the prompt, then the decoded new ids; the last line holds the ids.
+    let (body, ids_line) = first.trim_end_matches('\n').rsplit_once('\n').unwrap();
+    let ids: Vec<u32> = ids_line.split(' ').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 12, "{first:?}");
+    let tokenizer = moe::tokenizer::Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
+    let eos = 50279;
+    let shown: Vec<u32> = ids.iter().copied().filter(|&id| id != eos).collect();
+    assert_eq!(body, format!("Romeo.\n{}", tokenizer.decode(&shown)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let base = golden().join("base");
+    let base = base.to_str().unwrap();
+    let long: Vec<String> = (0..64).map(|i| (i % 90 + 2).to_string()).collect();
+    let long = long.join(" ");
+    let cases: [(&[&str], &str); 8] = [
+        (&["--prompt", "hi"], "holds no tokenizer.json, so --prompt TEXT cannot be encoded"),
+        (&["--prompt-ids", "3 96"], "token id 96 is outside the vocabulary (vocab_size 96)"),
+        (&["--prompt-ids", "3 x"], "--prompt-ids: 'x' is not a token id"),
+        (&["--prompt-ids", &long], "is 64 tokens; the model reads at most 64 positions"),
+        (&["--prompt-ids", ""], "the prompt: is empty: give at least one token"),
+        (&["--prompt", "a", "--prompt-ids", "3"], "give exactly one of --prompt and --prompt-ids"),
+        (&["--prompt-ids", "3", "--top-p", "1.5"], "--top-p: must be in (0, 1]"),
+        (&["--prompt-ids", "3", "--temperature", "-1"], "--temperature: must be ≥ 0"),
+    ];
+    for (flags, message) in cases {
+        let out = moe(&[&["generate", "--model", base][..], flags].concat());
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert!(text(&out.stderr).contains(message), "{flags:?}: {}", text(&out.stderr));
+    }
+    let out = moe(&["generate", "--model", "no/such/dir", "--prompt-ids", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no/such/dir/config.json"), "{}", text(&out.stderr));
+}
