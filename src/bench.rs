@@ -11,6 +11,8 @@
 //! matmul: our GEMM in the three forms training uses (C = A·B, A·Bᵀ, Aᵀ·B), and, where the
 //! python in `MOE_BENCH_PYTHON` (default python3) has numpy, numpy's BLAS on the same shapes.
 //!
+//! decode: see bench_decode.rs.
+//!
 //! tokenizer: encode throughput with the OLMo tokenizer and the time to train a 4096-token
 //! vocabulary, both on the Shakespeare corpus and on one thread, beside the Python `tokenizers`
 //! library's where the python in `MOE_BENCH_PYTHON` (default python3) can import it; and
@@ -35,7 +37,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub const HELP: &str = "\
-moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer]
+moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer|decode]
   First the training step's tokens/s on the default model (`make train`'s config, one
   micro-batch of 8×256 tokens: forward + backward + clip + AdamW), 1 warm-up step then the
   median of 5, beside transformers' OlmoeForCausalLM of the same sizes where $MOE_BENCH_PYTHON
@@ -48,14 +50,20 @@ moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer]
   Then tokenizer encode MB/s and training time (one thread, median of 3) beside the Python
   `tokenizers` library's, run by $MOE_BENCH_PYTHON (default python3), on the corpus in
   data/shakespeare (else ../shared/corpus/shakespeare) with the OLMo tokenizer in
-  tests/golden/tokenizer/ (else ../shared/tokenizers/). --only: just one of the three tables.
+  tests/golden/tokenizer/ (else ../shared/tokenizers/).
+  Last, greedy decoding tokens/s at batch 1 (median of 3 runs after a warm-up): make train's
+  model (weights/shakespeare-moe, else that config untrained) beside transformers' generate on
+  the same checkpoint; then an OLMoE-1B-7B-shaped BF16 checkpoint (written once by `moe init`
+  into weights/bench/, 13.8 GB) beside the memory-bandwidth bound, with the peak RSS.
+  --only: just one of the four tables.
 ";
 
 /// The tables, in the order they run: training first, so our peak memory is the training's.
-const TABLES: [&str; 3] = ["train", "matmul", "tokenizer"];
+const TABLES: [&str; 4] = ["train", "matmul", "tokenizer", "decode"];
 /// Timed repeats per matmul entry, and timed training steps, unless `--reps` says otherwise.
 const MATMUL_REPS: usize = 15;
 const TRAIN_REPS: usize = 5;
+const DECODE_REPS: usize = 3;
 
 /// (M, K, N): C[M, N] = A[M, K] · B[K, N].
 const SHAPES: [(usize, usize, usize); 3] = [(1024, 1024, 1024), (256, 1024, 4096), (4096, 256, 1024)];
@@ -85,7 +93,8 @@ pub fn run(args: &Args) -> Result<()> {
         match table {
             "train" => train_table(reps.unwrap_or(TRAIN_REPS), reps.unwrap_or(MATMUL_REPS))?,
             "matmul" => matmul_table(reps.unwrap_or(MATMUL_REPS))?,
-            _ => tokenizer_table()?,
+            "tokenizer" => tokenizer_table()?,
+            _ => crate::bench_decode::decode_table(reps.unwrap_or(DECODE_REPS))?,
         }
     }
     Ok(())
@@ -94,7 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// Runs `script` in the benchmark's Python (`$MOE_BENCH_PYTHON`, default python3) with `args`
 /// and `env`; returns its stdout, or why there is none (not runnable, `module` not installed,
 /// or its last error line).
-fn run_python(
+pub(crate) fn run_python(
     script: &str,
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
@@ -120,7 +129,7 @@ fn run_python(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+pub(crate) fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
@@ -234,7 +243,7 @@ fn train_flops_per_token(config: &OlmoeConfig, seq: usize) -> f64 {
 /// N: every matmul weight a token goes through. Per layer q, k, v, o, the router, and K of the
 /// E experts' gate, up and down; then lm_head, V·C, tied or not. The embedding lookup is not
 /// a matmul, nor are the norms.
-fn active_matmul_params(config: &OlmoeConfig) -> usize {
+pub(crate) fn active_matmul_params(config: &OlmoeConfig) -> usize {
     let (c, f, k) = (config.hidden_size, config.intermediate_size, config.num_experts_per_tok);
     let q = config.num_attention_heads * config.head_dim();
     let kv = config.num_key_value_heads * config.head_dim();
@@ -245,7 +254,7 @@ fn active_matmul_params(config: &OlmoeConfig) -> usize {
 }
 
 /// This process's peak resident set size (VmHWM in /proc/self/status), KiB; None off Linux.
-fn peak_rss_kib() -> Option<u64> {
+pub(crate) fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()

@@ -24,6 +24,7 @@ pub mod model;
 pub mod sample;
 // 6 commands
 pub mod bench;
+pub mod bench_decode;
 pub mod cli;
 pub mod forward;
 pub mod generate;

@@ -159,14 +159,25 @@ pub fn linear(y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
 fn linear_streaming(y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
     let (n, k) = (w.rows, w.cols);
     let kernel = Kernel::detect();
+    // The AVX2 bf16 kernel reads x with each 16-value block split into evens then odds.
+    let x_bf16_order: Vec<f32> = match (&w.values, kernel) {
+        (Values::BF16(_), Kernel::Avx2Fma) => x.chunks_exact(k).flat_map(evens_then_odds).collect(),
+        _ => Vec::new(),
+    };
     let mut y_t = vec![0.0; n * t];
     threads::par_rows(&mut y_t, t, t * k, |first, chunk| {
         for (i, y_row) in chunk.chunks_exact_mut(t).enumerate() {
             let row = (first + i) * k..(first + i + 1) * k;
-            for (y, x_row) in y_row.iter_mut().zip(x.chunks_exact(k)) {
+            for (j, y) in y_row.iter_mut().enumerate() {
                 *y = match &w.values {
-                    Values::F32(v) => dot_f32(kernel, &v[row.clone()], x_row),
-                    Values::BF16(v) => dot_bf16(kernel, &v[row.clone()], x_row),
+                    Values::F32(v) => dot_f32(kernel, &v[row.clone()], &x[j * k..(j + 1) * k]),
+                    Values::BF16(v) if kernel == Kernel::Avx2Fma => {
+                        // SAFETY: Kernel::Avx2Fma is only detected on CPUs with AVX2 and FMA.
+                        unsafe { avx2::dot_bf16(&v[row.clone()], &x_bf16_order[j * k..(j + 1) * k]) }
+                    }
+                    Values::BF16(v) => {
+                        v[row.clone()].iter().zip(&x[j * k..]).map(|(w, x)| w.to_f32() * x).sum()
+                    }
                 };
             }
         }
@@ -176,6 +187,24 @@ fn linear_streaming(y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
             y[i * n + j] = v;
         }
     }
+}
+
+/// Where value i of a reordered 16-block came from: 0, 2, …, 14, 1, 3, …, 15.
+fn evens_then_odds_source(i: usize) -> usize {
+    if i < 8 {
+        2 * i
+    } else {
+        2 * (i - 8) + 1
+    }
+}
+
+/// x with each whole block of 16 values reordered as its 8 even-indexed values, then its 8
+/// odd-indexed ones (x0 x2 … x14 x1 x3 … x15); the tail past the last whole block as it is.
+fn evens_then_odds(x: &[f32]) -> Vec<f32> {
+    let whole = x.len() / 16 * 16;
+    let blocks = x[..whole].chunks_exact(16);
+    let reordered = blocks.flat_map(|b| (0..16).map(move |i| b[evens_then_odds_source(i)]));
+    reordered.chain(x[whole..].iter().copied()).collect()
 }
 
 /// The prefill path for bf16 W: threads split W's rows; each widens BLOCK_ROWS rows at a time
@@ -214,16 +243,6 @@ fn dot_f32(kernel: Kernel, w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(w, x)| w * x).sum()
 }
 
-fn dot_bf16(kernel: Kernel, w: &[bf16], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2Fma {
-        // SAFETY: Kernel::Avx2Fma is only detected on CPUs with AVX2 and FMA.
-        return unsafe { avx2::dot_bf16(w, x) };
-    }
-    let _ = kernel;
-    w.iter().zip(x).map(|(w, x)| w.to_f32() * x).sum()
-}
-
 /// The dot products with AVX2 + FMA: four 8-lane accumulators (32 values per iteration, so
 /// four FMA chains are in flight), summed at the end; the remainder is done scalar.
 #[cfg(target_arch = "x86_64")]
@@ -232,6 +251,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     const STEP: usize = 32;
+    const PREFETCH: usize = 1024;
 
     /// Σ of the 8 lanes of each accumulator, then the scalar tail.
     #[target_feature(enable = "avx2,fma")]
@@ -260,23 +280,45 @@ mod avx2 {
         finish(acc, tail)
     }
 
+    /// Σ w·x with w bf16 and x in `evens_then_odds` order. A 256-bit load takes 16 bf16 as
+    /// 8 32-bit lanes, lane j = w[2j+1] << 16 | w[2j]; shifting each lane left by 16 gives
+    /// w[2j] as an f32, masking off its low half gives w[2j+1]: no shuffle, which is why x is
+    /// split into evens and odds.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
         assert_eq!(w.len(), x.len(), "dot_bf16: lengths differ");
         let whole = w.len() / STEP * STEP;
+        let high_half = _mm256_set1_epi32(0xFFFF_0000_u32 as i32);
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in (0..whole).step_by(STEP) {
-            for (j, a) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 8j + 8 ≤ whole ≤ len of both slices; bf16 is a u16, so 8 of them
-                // are the 16 bytes one unaligned 128-bit load reads.
-                let raw = _mm_loadu_si128(w.as_ptr().add(i + 8 * j) as *const __m128i);
-                // bf16 → f32: zero-extend each 16-bit value to 32 bits, shift it to the top.
-                let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-                let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * j));
-                *a = _mm256_fmadd_ps(wv, xv, *a);
+            // The hardware prefetchers stop at 4 KiB page boundaries (a 2048-wide bf16 row is
+            // one page): ask for the line PREFETCH values ahead, past the row's end if need be.
+            _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(i + PREFETCH) as *const i8);
+            for half in 0..2 {
+                let at = i + 16 * half;
+                // SAFETY: at + 16 ≤ whole ≤ len of both slices; unaligned loads.
+                let raw = _mm256_loadu_si256(w.as_ptr().add(at) as *const __m256i);
+                let evens = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+                let odds = _mm256_castsi256_ps(_mm256_and_si256(raw, high_half));
+                let (x_evens, x_odds) =
+                    (_mm256_loadu_ps(x.as_ptr().add(at)), _mm256_loadu_ps(x.as_ptr().add(at + 8)));
+                acc[2 * half] = _mm256_fmadd_ps(evens, x_evens, acc[2 * half]);
+                acc[2 * half + 1] = _mm256_fmadd_ps(odds, x_odds, acc[2 * half + 1]);
             }
         }
-        let tail: f32 = w[whole..].iter().zip(&x[whole..]).map(|(w, x)| w.to_f32() * x).sum();
+        // The tail: whole 16-blocks still in evens-then-odds order, then the plain rest.
+        let mut tail = 0.0;
+        for (w, x) in w[whole..].chunks(16).zip(x[whole..].chunks(16)) {
+            if w.len() == 16 {
+                tail += x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| w[super::evens_then_odds_source(i)].to_f32() * x)
+                    .sum::<f32>();
+            } else {
+                tail += w.iter().zip(x).map(|(w, x)| w.to_f32() * x).sum::<f32>();
+            }
+        }
         finish(acc, tail)
     }
 }

@@ -18,6 +18,7 @@
 use super::config::OlmoeConfig;
 use super::olmoe::{LayerWeights, Weights};
 use crate::cpu::linear::{linear, Matrix};
+use crate::cpu::threads;
 use crate::ops::attention::{attention_forward, rope_forward, AttentionDims};
 use crate::ops::dense::{clamp_forward, rmsnorm_forward, softmax_forward, swiglu_forward};
 use crate::ops::moe::{renormalize_rows_forward, topk_forward};
@@ -176,23 +177,40 @@ fn sparse_moe(h: &[f32], w: &LayerWeights<Vec<Matrix>>, config: &OlmoeConfig) ->
         let top = weights.clone();
         renormalize_rows_forward(&mut weights, &top, k);
     }
-    let mut out = vec![0.0; t * c];
+    // The chosen experts, each with its (token, slot) pairs; they run in parallel, each on
+    // one thread (a decode step's K experts are K equal shares of its work).
+    let chosen: Vec<(usize, Vec<usize>)> = (0..e)
+        .map(|expert| (expert, (0..t * k).filter(|&p| experts[p] as usize == expert).collect::<Vec<_>>()))
+        .filter(|(_, pairs)| !pairs.is_empty())
+        .collect();
+    let work_per_expert = t * 3 * config.intermediate_size * c;
+    let outputs = threads::par_map(chosen.len(), work_per_expert, |range| {
+        chosen[range].iter().map(|(expert, pairs)| run_expert(h, pairs, k, c, w, *expert)).collect::<Vec<_>>()
+    });
     // HF: for expert_idx in range(num_experts): … index_add_: experts in ascending order.
-    for expert in 0..e as u32 {
-        let pairs: Vec<usize> = (0..t * k).filter(|&p| experts[p] == expert).collect();
-        if pairs.is_empty() {
-            continue;
-        }
-        let x: Vec<f32> = pairs.iter().flat_map(|&p| &h[p / k * c..(p / k + 1) * c]).copied().collect();
-        let gate = project(&x, &w.experts_gate[expert as usize]);
-        let up = project(&x, &w.experts_up[expert as usize]);
-        let mut act = vec![0.0; gate.len()];
-        swiglu_forward(&mut act, &gate, &up);
-        let y = project(&act, &w.experts_down[expert as usize]);
+    let mut out = vec![0.0; t * c];
+    for ((_, pairs), y) in chosen.iter().zip(outputs.into_iter().flatten()) {
         for (&p, y_row) in pairs.iter().zip(y.chunks_exact(c)) {
             let out_row = &mut out[p / k * c..(p / k + 1) * c];
             out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[p] * y);
         }
     }
     out
+}
+
+/// down(silu(gate(x)) ⊙ up(x)) of one expert on the rows of h its (token, slot) pairs name.
+fn run_expert(
+    h: &[f32],
+    pairs: &[usize],
+    k: usize,
+    c: usize,
+    w: &LayerWeights<Vec<Matrix>>,
+    expert: usize,
+) -> Vec<f32> {
+    let x: Vec<f32> = pairs.iter().flat_map(|&p| &h[p / k * c..(p / k + 1) * c]).copied().collect();
+    let gate = project(&x, &w.experts_gate[expert]);
+    let up = project(&x, &w.experts_up[expert]);
+    let mut act = vec![0.0; gate.len()];
+    swiglu_forward(&mut act, &gate, &up);
+    project(&act, &w.experts_down[expert])
 }
