@@ -16,6 +16,7 @@
 //! a partial tile goes through a small buffer. Every C element sums its K products in the
 //! same order whatever the thread count: threads split C into disjoint blocks.
 
+use super::linear::dot_f32;
 use super::threads;
 
 /// Micro-tile height and width: 6×16 f32 = 12 AVX2 accumulators of 8 lanes, leaving
@@ -144,6 +145,9 @@ pub fn gemm_with(
         (m - 1) * ldc + n,
         c.len()
     );
+    if m == 1 && a.cs == 1 && (b.rs == 1 || b.cs == 1) {
+        return gemv(kernel, &mut c[..n], a, b, accumulate);
+    }
     // C as row slices, each exactly N long: threads get disjoint sets of them.
     let mut rows: Vec<&mut [f32]> = c.chunks_mut(ldc).take(m).map(|row| &mut row[..n]).collect();
     if n_threads <= 1 {
@@ -178,6 +182,28 @@ pub fn gemm_with(
                 s.spawn(move || gemm_block(kernel, &mut block, a, b_block, accumulate));
             }
         });
+    }
+}
+
+/// One row of A (a decode step's attention: one query): C (1×N) (+)= a·B with no packing,
+/// on the calling thread. As N dot products when B's columns are contiguous (B = Kᵀ), else
+/// as K rows of B, each scaled by a_p and added (B = V).
+fn gemv(kernel: Kernel, c: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    let (k, n) = (a.cols, b.cols);
+    let a_row = &a.data[..k];
+    if !accumulate {
+        c.fill(0.0);
+    }
+    if b.rs == 1 {
+        for (j, c) in c.iter_mut().enumerate() {
+            *c += dot_f32(kernel, &b.data[j * b.cs..j * b.cs + k], a_row);
+        }
+    } else {
+        for (p, &a_p) in a_row.iter().enumerate() {
+            for (c, &b) in c.iter_mut().zip(&b.data[p * b.rs..p * b.rs + n]) {
+                *c += a_p * b;
+            }
+        }
     }
 }
 

@@ -233,7 +233,7 @@ fn linear_bf16_blocks(y: &mut [f32], x: MatRef, w: &Matrix) {
 
 // ---- dot products: Σ_k w_k · x_k, w f32 or bf16, f32 accumulation
 
-fn dot_f32(kernel: Kernel, w: &[f32], x: &[f32]) -> f32 {
+pub(super) fn dot_f32(kernel: Kernel, w: &[f32], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2Fma {
         // SAFETY: Kernel::Avx2Fma is only detected on CPUs with AVX2 and FMA.
