@@ -145,21 +145,25 @@ fn rewrite_base(dir: &Path, dtype: moe::safetensors::Dtype, shards: usize) {
 }
 
 #[test]
-fn bf16_and_sharded_checkpoints_load_to_the_same_model() {
+fn bf16_f16_and_sharded_checkpoints_load_to_the_same_model() {
     let (_, want) = hf::load(&golden("base")).unwrap();
     let want = hf::hf_tensors(&want);
     let tmp = std::env::temp_dir().join(format!("moe-layouts-{}", std::process::id()));
+    let exact = |x: f32| x;
     let round_bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
-    for (name, dtype, shards, exact) in [
-        ("sharded", moe::safetensors::Dtype::F32, 3, true),
-        ("bf16", moe::safetensors::Dtype::BF16, 1, false),
-    ] {
+    let round_f16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let cases: [(&str, moe::safetensors::Dtype, usize, &dyn Fn(f32) -> f32); 3] = [
+        ("sharded", moe::safetensors::Dtype::F32, 3, &exact),
+        ("bf16", moe::safetensors::Dtype::BF16, 1, &round_bf16),
+        ("f16", moe::safetensors::Dtype::F16, 2, &round_f16),
+    ];
+    for (name, dtype, shards, round) in cases {
         let dir = tmp.join(name);
         rewrite_base(&dir, dtype, shards);
         let (_, got) = hf::load(&dir).unwrap();
         for ((n, w), (m, g)) in want.iter().zip(&hf::hf_tensors(&got)) {
             assert_eq!(n, m);
-            let expect: Vec<f32> = w.data().iter().map(|&x| if exact { x } else { round_bf16(x) }).collect();
+            let expect: Vec<f32> = w.data().iter().map(|&x| round(x)).collect();
             assert_eq!(g.data(), &expect[..], "{name}: {n}");
         }
     }
