@@ -27,11 +27,13 @@ RUN = weights/shakespeare-moe
 train: build
 	$(MOE) train $(if $(wildcard $(RUN)/train_state.json),--resume $(RUN),--out $(RUN)) $(if $(THREADS),--threads $(THREADS))
 
-# Samples from the model `make train` wrote. PROMPT's \n are newlines (printf %b).
+# Samples from the model `make train` wrote. PROMPT's \n are newlines (printf %b); it reaches
+# the shell as an environment variable, so any quotes in it are safe.
 PROMPT ?= Romeo.\nBut soft,
+export PROMPT
 generate: build
-	@test -f $(RUN)/model.safetensors || { echo "make generate: no trained model in $(RUN)/ yet: run 'make train' first (about 10 minutes on 2 cores)" >&2; exit 1; }
-	$(MOE) generate --model $(RUN) --prompt "$$(printf '%b' '$(PROMPT)')" $(if $(THREADS),--threads $(THREADS))
+	@test -f $(RUN)/model.safetensors || { echo "make generate: no trained model in $(RUN)/ yet: run 'make train' first (about 11 minutes on 2 cores)" >&2; exit 1; }
+	$(MOE) generate --model $(RUN) --prompt "$$(printf '%b' "$$PROMPT")" $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	$(CARGO) clean

@@ -21,6 +21,7 @@ use crate::rng::Rng;
 use crate::safetensors::Dtype;
 use crate::sample::{generate, Sampling};
 use crate::trainer::default_config;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 const TRAINED: &str = "weights/shakespeare-moe";
@@ -82,6 +83,7 @@ pub fn decode_table(reps: usize) -> Result<()> {
     // (b) OLMoE-1B-7B's shape in BF16, against the bandwidth bound.
     let (prompt, new) = LARGE_RUN;
     let ours = ours_decode(&large_dir, prompt, new, reps)?;
+    let peak_kib = peak_rss_kib(); // before the bandwidth test's buffers
     let copy_gb_s = copy_bandwidth(reps.max(5));
     let bytes_per_token = active_matmul_params(&config) as f64 * 2.0;
     let bound = copy_gb_s * 1e9 / bytes_per_token;
@@ -102,10 +104,10 @@ pub fn decode_table(reps: usize) -> Result<()> {
         thousands(active_matmul_params(&config)),
         config.num_experts_per_tok
     );
-    if let Some(kib) = peak_rss_kib() {
+    if let Some(kib) = peak_kib {
         println!(
-            "peak RSS of this process: {:.2} GiB, the checkpoint file {}: weights are memory-mapped and never \
-             converted whole to f32",
+            "peak RSS of this process after decoding: {:.2} GiB, the checkpoint file {}: weights are memory-mapped \
+             and never converted whole to f32",
             kib as f64 / (1 << 20) as f64,
             megabytes(&large_dir)
         );
@@ -153,7 +155,9 @@ fn ours_decode(dir: &Path, prompt_len: usize, new: usize, reps: usize) -> Result
     let (mut ids, mut rates) = (Vec::new(), Vec::new());
     for run in 0..=reps {
         let mut decoder = Decoder::new(&config, &weights, prompt_len + new);
-        let g = generate(&mut decoder, &prompt, new, Sampling::GREEDY, None, &mut rng, |_| {});
+        let g = generate(&mut decoder, &prompt, new, Sampling::GREEDY, None, &mut rng, |_| {
+            ControlFlow::Continue(())
+        })?;
         if run > 0 {
             rates.push(g.decode_steps as f64 / g.decode_seconds); // run 0 is the warm-up
         }

@@ -7,11 +7,13 @@ use crate::error::{Error, Result};
 use crate::init_cmd::param_counts;
 use crate::model::config::OlmoeConfig;
 use crate::model::decode::Decoder;
+use crate::model::decode::StoredWeights;
 use crate::model::hf;
 use crate::rng::Rng;
-use crate::sample::{generate, Generation, Sampling};
+use crate::sample::{generate, room, Generation, Sampling};
 use crate::tokenizer::Tokenizer;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 pub const HELP: &str = r#"moe generate --model DIR (--prompt TEXT | --prompt-ids "1 2 3") [FLAGS]
@@ -55,31 +57,23 @@ pub fn run(args: &Args) -> Result<()> {
     let print_ids = args.has("print-ids");
 
     let (config, ckpt) = hf::open(dir)?;
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = if tokenizer_path.is_file() { Some(Tokenizer::load(&tokenizer_path)?) } else { None };
-    let prompt =
-        match (args.value("prompt")?, args.value("prompt-ids")?) {
-            (Some(text), None) => match &tokenizer {
-                Some(t) => t.encode(text),
-                None => return Err(Error::invalid(
-                    format!("moe generate: {}", dir.display()),
-                    "holds no tokenizer.json, so --prompt TEXT cannot be encoded",
-                )
-                .with_hint(
-                    "give token ids with --prompt-ids \"1 2 3\", or copy the model's tokenizer.json into it",
-                )),
-            },
-            (None, Some(ids)) => parse_ids(ids)?,
-            _ => {
-                return Err(Error::invalid("moe generate", "give exactly one of --prompt and --prompt-ids")
-                    .with_hint(HELP))
-            }
-        };
+    let (text, ids) = (args.value("prompt")?, args.value("prompt-ids")?);
+    if text.is_some() == ids.is_some() {
+        return Err(
+            Error::invalid("moe generate", "give exactly one of --prompt and --prompt-ids").with_hint(HELP)
+        );
+    }
+    let tokenizer = load_tokenizer(dir, text.is_some())?;
+    let prompt = match (text, ids, &tokenizer) {
+        (Some(text), _, Some(t)) => t.encode(text),
+        (_, Some(ids), _) => parse_ids(ids)?,
+        _ => unreachable!("exactly one of text and ids; load_tokenizer requires a tokenizer for text"),
+    };
     check_prompt(&prompt, &config)?;
     let stored = hf::views(&ckpt, &config)?;
-    describe(dir, &config, stored.embed_tokens[0].values().dtype_name());
+    describe(dir, &config, &stored);
 
-    let room = config.max_position_embeddings - prompt.len();
+    let room = room(config.max_position_embeddings, prompt.len());
     if max_new > room {
         eprintln!(
             "note: the model reads at most {} positions (max_position_embeddings); stopping after {room} new tokens",
@@ -93,29 +87,58 @@ pub fn run(args: &Args) -> Result<()> {
     let io = |source| Error::Io { path: "<stdout>".into(), source };
     let eos = config.eos_token_id;
     // With a tokenizer: the prompt's text, then each new token's text as it comes (EOS
-    // silent). Without: the new ids on one line.
+    // silent). Without: the new ids on one line. A failed write (a closed pipe) stops it.
     let mut written = match &tokenizer {
         Some(t) => out.write_all(&t.decode_bytes(&prompt)).and_then(|()| out.flush()),
         None => Ok(()),
     };
     let mut count = 0;
     let generation = generate(&mut decoder, &prompt, new_tokens, sampling, eos, &mut rng, |id| {
-        if written.is_ok() {
-            written = match &tokenizer {
-                Some(_) if Some(id) == eos => Ok(()),
-                Some(t) => out.write_all(&t.decode_bytes(&[id])),
-                None => write!(out, "{}{id}", if count == 0 { "" } else { " " }),
-            }
-            .and_then(|()| out.flush());
+        written = match &tokenizer {
+            Some(_) if Some(id) == eos => Ok(()),
+            Some(t) => out.write_all(&t.decode_bytes(&[id])),
+            None => write!(out, "{}{id}", if count == 0 { "" } else { " " }),
         }
+        .and_then(|()| out.flush());
         count += 1;
-    });
+        if written.is_ok() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    })?;
     written.and_then(|()| writeln!(out)).map_err(io)?;
     if print_ids && tokenizer.is_some() {
         writeln!(out, "{}", join_ids(&generation.ids)).map_err(io)?;
     }
     eprintln!("{}", summary(prompt.len(), &generation));
     Ok(())
+}
+
+/// DIR/tokenizer.json: required for a text prompt; otherwise used when it is there and loads
+/// (a file that does not load is noted, and ids are printed instead of text).
+fn load_tokenizer(dir: &Path, for_text: bool) -> Result<Option<Tokenizer>> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        if for_text {
+            return Err(Error::invalid(
+                format!("moe generate: {}", dir.display()),
+                "holds no tokenizer.json, so --prompt TEXT cannot be encoded",
+            )
+            .with_hint(
+                "give token ids with --prompt-ids \"1 2 3\", or copy the model's tokenizer.json into it",
+            ));
+        }
+        return Ok(None);
+    }
+    match Tokenizer::load(&path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if !for_text => {
+            eprintln!("note: printing ids, not text: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn sampling_from(args: &Args) -> Result<Sampling> {
@@ -161,12 +184,11 @@ fn check_prompt(prompt: &[u32], config: &OlmoeConfig) -> Result<()> {
             format!("token id {id} is outside the vocabulary (vocab_size {})", config.vocab_size),
         ));
     }
-    if prompt.len() >= config.max_position_embeddings {
+    if prompt.len() > config.max_position_embeddings {
         return Err(Error::invalid(
             "moe generate: the prompt",
             format!(
-                "is {} tokens; the model reads at most {} positions (max_position_embeddings), \
-                 leaving no room for a new token",
+                "is {} tokens, longer than the {} positions the model reads (max_position_embeddings)",
                 prompt.len(),
                 config.max_position_embeddings
             ),
@@ -175,11 +197,21 @@ fn check_prompt(prompt: &[u32], config: &OlmoeConfig) -> Result<()> {
     Ok(())
 }
 
-/// One line on stderr: what was loaded.
-fn describe(dir: &Path, config: &OlmoeConfig, dtype: &str) {
+/// One line on stderr: what was loaded, and whether it is all memory-mapped.
+fn describe(dir: &Path, config: &OlmoeConfig, stored: &StoredWeights) {
     let (total, active) = param_counts(config);
+    let dtype = stored.embed_tokens[0].values().dtype_name();
+    let matrices: Vec<_> = stored.named().into_iter().flat_map(|(_, m)| m.iter()).collect();
+    let copied = matrices.iter().filter(|m| !m.values().is_borrowed()).count();
+    let mapping = match copied {
+        0 => "memory-mapped".to_string(),
+        n => format!(
+            "memory-mapped but for {n} of {} matrices (F16, or unaligned in the file: copied)",
+            matrices.len()
+        ),
+    };
     eprintln!(
-        "{}: OLMoE, {} layers, {} experts (top-{}), {} parameters ({} active per token), {dtype}, memory-mapped",
+        "{}: OLMoE, {} layers, {} experts (top-{}), {} parameters ({} active per token), {dtype}, {mapping}",
         dir.display(),
         config.num_hidden_layers,
         config.num_experts,

@@ -4,14 +4,16 @@
 //! greedy (temperature 0): argmax_i l_i, ties → the lower id
 //! otherwise, in transformers' order (TemperatureLogitsWarper, TopK…, TopP…):
 //!   z_i = l_i / temperature
-//!   top-k: keep the k largest z (k = 0: all)
+//!   top-k: keep the k largest z and any tied with the k-th (k = 0: all)
 //!   p_i = softmax(z) over the kept tokens
 //!   top-p: ranked by p, keep token i while the mass ranked above it is < top_p (≥ 1 token)
 //!   draw i with probability p_i / Σ_kept p
 //! ```
 
+use crate::error::{Error, Result};
 use crate::model::decode::Decoder;
 use crate::rng::Rng;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// How the next token is drawn.
@@ -47,8 +49,11 @@ pub fn candidates(logits: &[f32], sampling: Sampling) -> Vec<(u32, f64)> {
     let mut ranked: Vec<u32> = (0..logits.len() as u32).collect();
     // Descending logit; sort_by is stable, so equal logits keep the lower id first.
     ranked.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    if sampling.top_k > 0 {
-        ranked.truncate(sampling.top_k);
+    if sampling.top_k > 0 && sampling.top_k < ranked.len() {
+        // HF: indices_to_remove = scores < torch.topk(scores, top_k)[0][..., -1, None]
+        let kth = logits[ranked[sampling.top_k - 1] as usize];
+        let kept = ranked.iter().take_while(|&&i| logits[i as usize] >= kth).count();
+        ranked.truncate(kept);
     }
     let top = logits[ranked[0] as usize];
     // p_i ∝ exp((l_i − l_max) / temperature), in f64 so the cuts below are not rounding noise.
@@ -86,6 +91,12 @@ pub fn draw(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     candidates.last().expect("at least one candidate").0
 }
 
+/// How many new tokens fit after a prompt of `prompt_len` when the model reads at most
+/// `max_positions`: each drawn token but the last is fed back in, and needs a position.
+pub fn room(max_positions: usize, prompt_len: usize) -> usize {
+    (max_positions + 1).saturating_sub(prompt_len)
+}
+
 /// What [`generate`] produced, and how long it took.
 #[derive(Clone, Debug)]
 pub struct Generation {
@@ -98,7 +109,8 @@ pub struct Generation {
 }
 
 /// Feeds `prompt` to `decoder` in one step, then draws up to `max_new` tokens, one step each,
-/// stopping after `stop` (EOS). `on_token` sees each new token as soon as it is drawn.
+/// stopping after `stop` (EOS), or when `on_token`, which sees each new token as soon as it
+/// is drawn, says to. Logits that are not all finite (a broken checkpoint) are an error.
 pub fn generate(
     decoder: &mut Decoder,
     prompt: &[u32],
@@ -106,21 +118,26 @@ pub fn generate(
     sampling: Sampling,
     stop: Option<u32>,
     rng: &mut Rng,
-    mut on_token: impl FnMut(u32),
-) -> Generation {
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation> {
     let start = Instant::now();
     let mut logits = decoder.step(prompt);
     let prefill_seconds = start.elapsed().as_secs_f64();
     let (start, mut ids, mut decode_steps) = (Instant::now(), Vec::with_capacity(max_new), 0);
     while ids.len() < max_new {
+        if let Some(bad) = logits.iter().find(|l| !l.is_finite()) {
+            return Err(Error::invalid(
+                format!("generation: the logits for new token {}", ids.len() + 1),
+                format!("hold {bad}: the checkpoint's weights are not all finite, or overflow in f32"),
+            ));
+        }
         let next = draw(&logits, sampling, rng);
         ids.push(next);
-        on_token(next);
-        if Some(next) == stop || ids.len() == max_new {
+        if on_token(next).is_break() || Some(next) == stop || ids.len() == max_new {
             break;
         }
         logits = decoder.step(&[next]);
         decode_steps += 1;
     }
-    Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() }
+    Ok(Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() })
 }

@@ -110,18 +110,7 @@ pub fn options_from(args: &Args) -> Result<(RunOptions, OlmoeConfig)> {
     let mut o = RunOptions::default();
     let path = |name: &str| -> Result<Option<PathBuf>> { Ok(args.value(name)?.map(PathBuf::from)) };
     let float = |name: &str| args.number(name);
-    let steps = |name: &str| -> Result<Option<u64>> {
-        args.value(name)?
-            .map(|v| {
-                v.trim().parse::<u64>().map_err(|_| {
-                    Error::invalid(
-                        format!("--{name}"),
-                        format!("expected a whole number of steps, got '{v}'"),
-                    )
-                })
-            })
-            .transpose()
-    };
+    let steps = |name: &str| args.whole(name);
     o.corpus = path("corpus")?.unwrap_or(o.corpus);
     o.out = path("out")?.unwrap_or(o.out);
     o.tokenizer = path("tokenizer")?;

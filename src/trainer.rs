@@ -31,13 +31,14 @@ use crate::optim::{AdamW, AdamWConfig, AdamWState, Schedule};
 use crate::plot::{loss_svg, Curve};
 use crate::rng::Rng;
 use crate::safetensors::{write_f32, SafeTensors};
-use crate::sample::{generate, Sampling};
+use crate::sample::{generate, room, Sampling};
 use crate::tensor::Tensor;
 use crate::tokenizer::train::SPECIAL_TOKENS;
 use crate::tokenizer::Tokenizer;
 use crate::train::{train_step, validation_loss, StepStats};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -608,11 +609,12 @@ impl Run {
         let sampling = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0 };
         let mut rng = Rng::new(self.options.seed);
         let weights = borrow_tensors(&self.weights);
-        let room = self.config.max_position_embeddings.saturating_sub(prompt.len());
-        let mut decoder = Decoder::new(&self.config, &weights, prompt.len() + SAMPLE_TOKENS);
+        let new_tokens = SAMPLE_TOKENS.min(room(self.config.max_position_embeddings, prompt.len()));
+        let mut decoder = Decoder::new(&self.config, &weights, prompt.len() + new_tokens);
         let eos = self.config.eos_token_id;
-        let generation =
-            generate(&mut decoder, &prompt, SAMPLE_TOKENS.min(room), sampling, eos, &mut rng, |_| {});
+        let generation = generate(&mut decoder, &prompt, new_tokens, sampling, eos, &mut rng, |_| {
+            ControlFlow::Continue(())
+        })?;
         let ids = [prompt, generation.ids].concat();
         Ok(Summary {
             steps: self.state.step,

@@ -5,7 +5,7 @@
 use half::bf16;
 use moe::autograd::Tape;
 use moe::cpu::gemm::Kernel;
-use moe::cpu::linear::{linear, Matrix, Values, STREAMING_ROWS};
+use moe::cpu::linear::{linear_with, Matrix, Values, STREAMING_ROWS};
 use moe::model::config::OlmoeConfig;
 use moe::model::decode::{borrow_tensors, Decoder, StoredWeights};
 use moe::model::hf;
@@ -86,14 +86,22 @@ fn memory_mapped_weights_equal_loaded_ones_for_f32_and_bf16() {
     let base = golden("base");
     let config = OlmoeConfig::load(&base.join("config.json")).unwrap();
     moe::init_cmd::init(&tmp, &config, moe::safetensors::Dtype::BF16, 11).unwrap();
-    for dir in [base.as_path(), tmp.as_path()] {
+    for dir in [base.as_path(), tmp.as_path(), &golden("generate/bf16_sharded")] {
         let (config, weights) = hf::load(dir).unwrap();
         let ids = test_ids(config.vocab_size, 12, 5);
         let reference = full_forward(&config, &weights, &ids);
         let (config, ckpt) = hf::open(dir).unwrap();
         let stored = hf::views(&ckpt, &config).unwrap();
         let dtype = stored.embed_tokens[0].values().dtype_name();
-        let expected = if dir == base { "F32" } else { "BF16" };
+        // Nothing copied: every weight is a view of the memory map.
+        for (_, matrices) in stored.named() {
+            assert!(
+                matrices.iter().all(|m| m.values().is_borrowed()),
+                "{}: a weight was copied",
+                dir.display()
+            );
+        }
+        let expected = if dir == base.as_path() { "F32" } else { "BF16" };
         assert_eq!(dtype, expected, "{}: stored dtype", dir.display());
         let mut chunks = vec![5];
         chunks.extend([1; 7]);
@@ -117,28 +125,38 @@ fn naive(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f64> {
 #[test]
 fn linear_matches_a_naive_product_for_f32_and_bf16_on_every_path() {
     let mut rng = Rng::new(1);
-    // Ragged sizes: K not a multiple of the 32-wide SIMD step, N past one 64-row block.
-    for &(t, n, k) in
-        &[(1, 3, 5), (1, 50, 783), (2, 65, 33), (STREAMING_ROWS, 70, 64), (5, 130, 37), (9, 3, 100)]
-    {
+    // Ragged sizes: K around the 16- and 32-wide SIMD steps, N past one 64-row block.
+    let sizes = [
+        (1, 3, 5),
+        (1, 50, 783),
+        (2, 65, 33),
+        (3, 7, 48),
+        (1, 5, 50),
+        (2, 9, 2067),
+        (STREAMING_ROWS, 70, 64),
+        (5, 130, 37),
+        (9, 3, 100),
+    ];
+    for (t, n, k) in sizes {
         let x: Vec<f32> = (0..t * k).map(|_| rng.normal() as f32).collect();
         let w32: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32).collect();
         let w16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
         let widened: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
-        for (dtype, w, values) in [
-            ("f32", &w32, Values::F32(Cow::Borrowed(&w32))),
-            ("bf16", &widened, Values::BF16(Cow::Borrowed(&w16))),
-        ] {
-            let want = naive(&x, w, t, n, k);
-            let mut y = vec![f32::NAN; t * n];
-            linear(&mut y, &x, &Matrix::new(values, n, k), t);
-            for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
-                let bound = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
-                assert!(
-                    (got as f64 - want).abs() <= bound,
-                    "linear {dtype} T {t} N {n} K {k} ({:?}): y[{i}] = {got}, want {want}",
-                    Kernel::detect()
-                );
+        for kernel in [Kernel::Scalar, Kernel::detect()] {
+            for (dtype, w, values) in [
+                ("f32", &w32, Values::F32(Cow::Borrowed(&w32))),
+                ("bf16", &widened, Values::BF16(Cow::Borrowed(&w16))),
+            ] {
+                let want = naive(&x, w, t, n, k);
+                let mut y = vec![f32::NAN; t * n];
+                linear_with(kernel, &mut y, &x, &Matrix::new(values, n, k), t);
+                for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                    let bound = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                    assert!(
+                        (got as f64 - want).abs() <= bound,
+                        "linear {dtype} T {t} N {n} K {k} ({kernel:?}): y[{i}] = {got}, want {want}"
+                    );
+                }
             }
         }
     }

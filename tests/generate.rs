@@ -8,6 +8,7 @@ use moe::model::decode::Decoder;
 use moe::model::hf;
 use moe::rng::Rng;
 use moe::sample::{generate, Sampling};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -31,7 +32,10 @@ fn greedy(dir: &Path, prompt: &[u32], max_new: usize) -> Vec<u32> {
     let weights = hf::views(&ckpt, &config).unwrap();
     let mut decoder = Decoder::new(&config, &weights, prompt.len() + max_new);
     let mut rng = Rng::new(0);
-    generate(&mut decoder, prompt, max_new, Sampling::GREEDY, config.eos_token_id, &mut rng, |_| {}).ids
+    let eos = config.eos_token_id;
+    generate(&mut decoder, prompt, max_new, Sampling::GREEDY, eos, &mut rng, |_| ControlFlow::Continue(()))
+        .unwrap()
+        .ids
 }
 
 #[test]
@@ -134,13 +138,13 @@ fn text_prompts_stream_text_and_print_ids_and_seeds_repeat() {
 fn bad_input_gets_a_clear_error() {
     let base = golden().join("base");
     let base = base.to_str().unwrap();
-    let long: Vec<String> = (0..64).map(|i| (i % 90 + 2).to_string()).collect();
+    let long: Vec<String> = (0..65).map(|i| (i % 90 + 2).to_string()).collect();
     let long = long.join(" ");
     let cases: [(&[&str], &str); 8] = [
         (&["--prompt", "hi"], "holds no tokenizer.json, so --prompt TEXT cannot be encoded"),
         (&["--prompt-ids", "3 96"], "token id 96 is outside the vocabulary (vocab_size 96)"),
         (&["--prompt-ids", "3 x"], "--prompt-ids: 'x' is not a token id"),
-        (&["--prompt-ids", &long], "is 64 tokens; the model reads at most 64 positions"),
+        (&["--prompt-ids", &long], "is 65 tokens, longer than the 64 positions the model reads"),
         (&["--prompt-ids", ""], "the prompt: is empty: give at least one token"),
         (&["--prompt", "a", "--prompt-ids", "3"], "give exactly one of --prompt and --prompt-ids"),
         (&["--prompt-ids", "3", "--top-p", "1.5"], "--top-p: must be in (0, 1]"),
@@ -151,7 +155,27 @@ fn bad_input_gets_a_clear_error() {
         assert_eq!(out.status.code(), Some(1), "{flags:?}");
         assert!(text(&out.stderr).contains(message), "{flags:?}: {}", text(&out.stderr));
     }
+    // A prompt that fills every position still gets its one token (drawn from the last
+    // position's logits), with a note.
+    let full: Vec<String> = (0..64).map(|i| (i % 90 + 2).to_string()).collect();
+    let out = moe(&["generate", "--model", base, "--prompt-ids", &full.join(" "), "--max-new-tokens", "5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stopping after 1 new tokens"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).split_whitespace().count(), 1);
     let out = moe(&["generate", "--model", "no/such/dir", "--prompt-ids", "3"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no/such/dir/config.json"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_checkpoint_with_nan_weights_is_an_error_not_a_token() {
+    let (config, mut weights) = hf::load(&golden().join("base")).unwrap();
+    weights.norm.data_mut()[0] = f32::NAN;
+    let dir = std::env::temp_dir().join(format!("moe-generate-nan-{}", std::process::id()));
+    hf::save(&dir, &config, &weights).unwrap();
+    let out = moe(&["generate", "--model", dir.to_str().unwrap(), "--prompt-ids", "3 4 5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("generation: the logits for new token 1: hold NaN"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -149,13 +149,12 @@ fn bf16_f16_and_sharded_checkpoints_load_to_the_same_model() {
     let (_, want) = hf::load(&golden("base")).unwrap();
     let want = hf::hf_tensors(&want);
     let tmp = std::env::temp_dir().join(format!("moe-layouts-{}", std::process::id()));
-    let exact = |x: f32| x;
-    let round_bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
-    let round_f16 = |x: f32| half::f16::from_f32(x).to_f32();
-    let cases: [(&str, moe::safetensors::Dtype, usize, &dyn Fn(f32) -> f32); 3] = [
-        ("sharded", moe::safetensors::Dtype::F32, 3, &exact),
-        ("bf16", moe::safetensors::Dtype::BF16, 1, &round_bf16),
-        ("f16", moe::safetensors::Dtype::F16, 2, &round_f16),
+    let round_bf16: fn(f32) -> f32 = |x| half::bf16::from_f32(x).to_f32();
+    let round_f16: fn(f32) -> f32 = |x| half::f16::from_f32(x).to_f32();
+    let cases = [
+        ("sharded", moe::safetensors::Dtype::F32, 3, (|x| x) as fn(f32) -> f32),
+        ("bf16", moe::safetensors::Dtype::BF16, 1, round_bf16),
+        ("f16", moe::safetensors::Dtype::F16, 2, round_f16),
     ];
     for (name, dtype, shards, round) in cases {
         let dir = tmp.join(name);

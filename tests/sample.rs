@@ -43,7 +43,11 @@ fn top_k_and_top_p_keep_only_the_allowed_tokens() {
                                                                         // id 1 has 0.4/0.7 ≈ 0.571.
     assert_eq!(ids(&candidates(&logits, sampling(1.0, 2, 0.57))), [1]);
     assert_eq!(ids(&candidates(&logits, sampling(1.0, 2, 0.58))), [1, 3]);
-    // The kept probabilities are renormalised.
+    // top-k keeps every token tied with the k-th, as transformers' TopKLogitsWarper does.
+    assert_eq!(ids(&candidates(&[1.0, 1.0, 1.0, 0.0], sampling(1.0, 2, 1.0))), [0, 1, 2]);
+    assert_eq!(ids(&candidates(&[1.0, 2.0, 1.0, 0.0], sampling(1.0, 1, 1.0))), [1]);
+    assert_eq!(ids(&candidates(&[1.0, 2.0], sampling(1.0, 5, 1.0))), [1, 0]); // k past the vocabulary
+                                                                              // The kept probabilities are renormalised.
     let kept = candidates(&logits, sampling(1.0, 0, 0.75));
     let want = [0.4 / 0.85, 0.3 / 0.85, 0.15 / 0.85];
     for (&(_, p), w) in kept.iter().zip(want) {

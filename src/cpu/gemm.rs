@@ -16,7 +16,7 @@
 //! a partial tile goes through a small buffer. Every C element sums its K products in the
 //! same order whatever the thread count: threads split C into disjoint blocks.
 
-use super::linear::dot_f32;
+use super::dot::dot_f32;
 use super::threads;
 
 /// Micro-tile height and width: 6×16 f32 = 12 AVX2 accumulators of 8 lanes, leaving

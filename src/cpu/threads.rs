@@ -52,12 +52,17 @@ pub fn threads_for(work: usize) -> usize {
     (work / MIN_WORK_PER_THREAD).clamp(1, num_threads())
 }
 
-/// Runs `f` as one share of a parallel region (see IN_PARALLEL_REGION).
+/// Runs `f` as one share of a parallel region (see IN_PARALLEL_REGION); the flag is put
+/// back however `f` ends, a panic included.
 fn as_share<T>(f: impl FnOnce() -> T) -> T {
-    let outer = IN_PARALLEL_REGION.with(|c| c.replace(true));
-    let out = f();
-    IN_PARALLEL_REGION.with(|c| c.set(outer));
-    out
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_PARALLEL_REGION.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(IN_PARALLEL_REGION.with(|c| c.replace(true)));
+    f()
 }
 
 /// `0..n` cut into `parts` contiguous ranges whose lengths differ by at most one
@@ -92,7 +97,8 @@ pub fn par_map<T: Send>(n: usize, work_per_item: usize, f: impl Fn(Range<usize>)
 }
 
 /// Splits `out`, a matrix of rows of `row_len` values, into chunks of whole rows, and runs
-/// `f(first_row, chunk)` on each chunk in its own thread.
+/// `f(first_row, chunk)` on each chunk, the first on the calling thread, each other one on a
+/// thread of its own.
 pub fn par_rows(out: &mut [f32], row_len: usize, work_per_row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     par_rows2(out, row_len, &mut [], 0, work_per_row, |row, a, _| f(row, a));
 }
