@@ -58,7 +58,8 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     const STEP: usize = 32;
-    const PREFETCH: usize = 1024;
+    /// How far ahead of the loads the prefetches reach.
+    const PREFETCH_BYTES: usize = 2048;
 
     /// Σ of the 8 lanes of each accumulator, then the scalar tail.
     #[target_feature(enable = "avx2,fma")]
@@ -98,8 +99,8 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in (0..whole).step_by(STEP) {
             // The hardware prefetchers stop at 4 KiB page boundaries (a 2048-wide bf16 row is
-            // one page): ask for the line PREFETCH values ahead, past the row's end if need be.
-            _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(i + PREFETCH) as *const i8);
+            // one page): ask for the line PREFETCH_BYTES ahead, past the row's end if need be.
+            _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(i + PREFETCH_BYTES / 2) as *const i8);
             for half in 0..2 {
                 let at = i + 16 * half;
                 // SAFETY: at + 16 ≤ whole ≤ len of both slices; unaligned loads.
