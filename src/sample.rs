@@ -10,6 +10,7 @@
 //!   draw i with probability p_i / Σ_kept p
 //! ```
 
+use crate::cpu::linear::with_helpers;
 use crate::error::{Error, Result};
 use crate::model::decode::Decoder;
 use crate::rng::Rng;
@@ -111,6 +112,7 @@ pub struct Generation {
 /// Feeds `prompt` to `decoder` in one step, then draws up to `max_new` tokens, one step each,
 /// stopping after `stop` (EOS), or when `on_token`, which sees each new token as soon as it
 /// is drawn, says to. Logits that are not all finite (a broken checkpoint) are an error.
+/// Helper threads (cpu/linear.rs) stay up for the whole generation.
 pub fn generate(
     decoder: &mut Decoder,
     prompt: &[u32],
@@ -120,24 +122,26 @@ pub fn generate(
     rng: &mut Rng,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation> {
-    let start = Instant::now();
-    let mut logits = decoder.step(prompt);
-    let prefill_seconds = start.elapsed().as_secs_f64();
-    let (start, mut ids, mut decode_steps) = (Instant::now(), Vec::with_capacity(max_new), 0);
-    while ids.len() < max_new {
-        if let Some(bad) = logits.iter().find(|l| !l.is_finite()) {
-            return Err(Error::invalid(
-                format!("generation: the logits for new token {}", ids.len() + 1),
-                format!("hold {bad}: the checkpoint's weights are not all finite, or overflow in f32"),
-            ));
+    with_helpers(|helpers| {
+        let start = Instant::now();
+        let mut logits = decoder.step(prompt, helpers);
+        let prefill_seconds = start.elapsed().as_secs_f64();
+        let (start, mut ids, mut decode_steps) = (Instant::now(), Vec::with_capacity(max_new), 0);
+        while ids.len() < max_new {
+            if let Some(bad) = logits.iter().find(|l| !l.is_finite()) {
+                return Err(Error::invalid(
+                    format!("generation: the logits for new token {}", ids.len() + 1),
+                    format!("hold {bad}: the checkpoint's weights are not all finite, or overflow in f32"),
+                ));
+            }
+            let next = draw(&logits, sampling, rng);
+            ids.push(next);
+            if on_token(next).is_break() || Some(next) == stop || ids.len() == max_new {
+                break;
+            }
+            logits = decoder.step(&[next], helpers);
+            decode_steps += 1;
         }
-        let next = draw(&logits, sampling, rng);
-        ids.push(next);
-        if on_token(next).is_break() || Some(next) == stop || ids.len() == max_new {
-            break;
-        }
-        logits = decoder.step(&[next]);
-        decode_steps += 1;
-    }
-    Ok(Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() })
+        Ok(Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() })
+    })
 }

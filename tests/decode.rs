@@ -5,7 +5,8 @@
 use half::bf16;
 use moe::autograd::Tape;
 use moe::cpu::gemm::Kernel;
-use moe::cpu::linear::{linear_with, Matrix, Values, STREAMING_ROWS};
+use moe::cpu::linear::{linear_with, with_helpers, Helpers, Matrix, Values, STREAMING_ROWS};
+use moe::cpu::threads;
 use moe::model::config::OlmoeConfig;
 use moe::model::decode::{borrow_tensors, Decoder, StoredWeights};
 use moe::model::hf;
@@ -44,7 +45,7 @@ fn check_steps(
     let mut at = 0;
     let mut worst = 0.0f32;
     for &len in chunks {
-        let logits = decoder.step(&ids[at..at + len]);
+        let logits = decoder.step(&ids[at..at + len], None);
         at += len;
         assert_eq!(decoder.position(), at);
         let want = &reference[(at - 1) * v..at * v];
@@ -110,6 +111,57 @@ fn memory_mapped_weights_equal_loaded_ones_for_f32_and_bf16() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// The logits of a prefill of 3 tokens, then of each further token.
+fn decode_all<'w, 'a>(
+    config: &'w OlmoeConfig,
+    stored: &'w StoredWeights<'a>,
+    ids: &[u32],
+    helpers: Option<&Helpers<'w, 'a>>,
+) -> Vec<Vec<f32>> {
+    let mut decoder = Decoder::new(config, stored, ids.len());
+    let mut logits = vec![decoder.step(&ids[..3], helpers)];
+    logits.extend(ids[3..].iter().map(|id| decoder.step(&[*id], helpers)));
+    logits
+}
+
+#[test]
+fn helper_threads_change_no_bit() {
+    // Matrices big enough to be shared (≥ 16,384 weights), on two helpers.
+    threads::set_num_threads(3);
+    let config = OlmoeConfig {
+        vocab_size: 512,
+        hidden_size: 128,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        num_experts: 4,
+        num_experts_per_tok: 2,
+        max_position_embeddings: 64,
+        initializer_range: 0.2,
+        eos_token_id: None,
+        ..OlmoeConfig::default()
+    };
+    let weights = Weights::init(&config, &mut Rng::new(2));
+    let stored = borrow_tensors(&weights);
+    let ids = test_ids(config.vocab_size, 12, 9);
+    let alone = decode_all(&config, &stored, &ids, None);
+    let shared = with_helpers(|helpers| {
+        assert!(helpers.is_some(), "three threads give two helpers");
+        decode_all(&config, &stored, &ids, helpers)
+    });
+    assert!(alone == shared, "logits with helpers differ from logits without");
+    // And both are the full forward pass's.
+    let reference = full_forward(&config, &weights, &ids);
+    let v = config.vocab_size;
+    for (i, logits) in shared.iter().enumerate() {
+        let at = i + 3;
+        let want = &reference[(at - 1) * v..at * v];
+        let worst = logits.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-4, "position {at}: cached logits differ by {worst:e}");
+    }
+}
+
 // ---- linear
 
 fn naive(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f64> {
@@ -149,7 +201,7 @@ fn linear_matches_a_naive_product_for_f32_and_bf16_on_every_path() {
             ] {
                 let want = naive(&x, w, t, n, k);
                 let mut y = vec![f32::NAN; t * n];
-                linear_with(kernel, &mut y, &x, &Matrix::new(values, n, k), t);
+                linear_with(kernel, None, &mut y, &x, &Matrix::new(values, n, k), t);
                 for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     let bound = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
                     assert!(

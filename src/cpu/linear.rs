@@ -18,6 +18,10 @@ use super::gemm::{gemm_with, Kernel, MatRef};
 use super::threads;
 use half::bf16;
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::thread::Thread;
 
 /// The values of a weight matrix, row-major, in their stored dtype.
 #[derive(Clone, Debug)]
@@ -132,11 +136,19 @@ const BLOCK_ROWS: usize = 64;
 
 /// y (T, N) = x (T, K) · Wᵀ, W (N, K) f32 or bf16; y is overwritten.
 pub fn linear(y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
-    linear_with(Kernel::detect(), y, x, w, t);
+    linear_with(Kernel::detect(), None, y, x, w, t);
 }
 
-/// [`linear`] with a chosen kernel (tests run the scalar one on AVX2 machines too).
-pub fn linear_with(kernel: Kernel, y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
+/// [`linear`] with a chosen kernel (tests run the scalar one on AVX2 machines too), and with
+/// [`Helpers`] to share the decoding path's rows with, if there are any.
+pub fn linear_with<'w, 'a>(
+    kernel: Kernel,
+    helpers: Option<&Helpers<'w, 'a>>,
+    y: &mut [f32],
+    x: &[f32],
+    w: &'w Matrix<'a>,
+    t: usize,
+) {
     let (n, k) = (w.rows, w.cols);
     assert_eq!(x.len(), t * k, "linear: x has {} values, expected T {t} × K {k}", x.len());
     assert_eq!(y.len(), t * n, "linear: y has {} values, expected T {t} × N {n}", y.len());
@@ -144,7 +156,7 @@ pub fn linear_with(kernel: Kernel, y: &mut [f32], x: &[f32], w: &Matrix, t: usiz
         return;
     }
     if t <= STREAMING_ROWS {
-        return linear_streaming(kernel, y, x, w, t);
+        return linear_streaming(kernel, helpers, y, x, w, t);
     }
     let x_mat = MatRef::row_major(x, t, k);
     match &w.values {
@@ -156,30 +168,49 @@ pub fn linear_with(kernel: Kernel, y: &mut [f32], x: &[f32], w: &Matrix, t: usiz
     }
 }
 
-/// The decoding path: threads split W's rows; each row is widened once and dotted with the
-/// T rows of x. yᵀ (N, T) is built first (each thread owns whole rows of it), then transposed.
-fn linear_streaming(kernel: Kernel, y: &mut [f32], x: &[f32], w: &Matrix, t: usize) {
+/// The decoding path: W's rows are split between the calling thread and the helpers (or new
+/// threads, without helpers); each row is widened once and dotted with the T rows of x.
+/// yᵀ (N, T) is built first (each thread owns whole rows of it), then transposed.
+fn linear_streaming<'w, 'a>(
+    kernel: Kernel,
+    helpers: Option<&Helpers<'w, 'a>>,
+    y: &mut [f32],
+    x: &[f32],
+    w: &'w Matrix<'a>,
+    t: usize,
+) {
     let (n, k) = (w.rows, w.cols);
     // The bf16 kernel reads x in its own order (see dot.rs).
-    let x_for_bf16: Vec<f32> = match &w.values {
-        Values::BF16(_) => x.chunks_exact(k).flat_map(|row| bf16_operand(kernel, row)).collect(),
-        Values::F32(_) => Vec::new(),
+    let x: Cow<[f32]> = match &w.values {
+        Values::BF16(_) => Cow::Owned(x.chunks_exact(k).flat_map(|row| bf16_operand(kernel, row)).collect()),
+        Values::F32(_) => Cow::Borrowed(x),
     };
     let mut y_t = vec![0.0; n * t];
-    threads::par_rows(&mut y_t, t, t * k, |first, chunk| {
-        for (i, y_row) in chunk.chunks_exact_mut(t).enumerate() {
-            let row = (first + i) * k..(first + i + 1) * k;
-            for (j, y) in y_row.iter_mut().enumerate() {
-                *y = match &w.values {
-                    Values::F32(v) => dot_f32(kernel, &v[row.clone()], &x[j * k..(j + 1) * k]),
-                    Values::BF16(v) => dot_bf16(kernel, &v[row.clone()], &x_for_bf16[j * k..(j + 1) * k]),
-                };
-            }
+    match helpers {
+        Some(helpers) if n * k * t >= MIN_SHARED_WEIGHTS => helpers.share(kernel, w, &x, t, &mut y_t),
+        Some(_) => stream_rows(kernel, w, &x, t, 0, &mut y_t),
+        None => {
+            threads::par_rows(&mut y_t, t, t * k, |first, chunk| stream_rows(kernel, w, &x, t, first, chunk))
         }
-    });
+    }
     for (j, y_row) in y_t.chunks_exact(t).enumerate() {
         for (i, &v) in y_row.iter().enumerate() {
             y[i * n + j] = v;
+        }
+    }
+}
+
+/// Rows first.. of yᵀ (as many as `y_t` holds, T values each): row r is W's row r dotted
+/// with each of the T rows of x (x in the kernel's order for bf16 W).
+fn stream_rows(kernel: Kernel, w: &Matrix, x: &[f32], t: usize, first: usize, y_t: &mut [f32]) {
+    let k = w.cols;
+    for (i, y_row) in y_t.chunks_exact_mut(t).enumerate() {
+        let row = (first + i) * k..(first + i + 1) * k;
+        for (j, y) in y_row.iter_mut().enumerate() {
+            *y = match &w.values {
+                Values::F32(v) => dot_f32(kernel, &v[row.clone()], &x[j * k..(j + 1) * k]),
+                Values::BF16(v) => dot_bf16(kernel, &v[row.clone()], &x[j * k..(j + 1) * k]),
+            };
         }
     }
 }
@@ -204,6 +235,144 @@ fn linear_bf16_blocks(kernel: Kernel, y: &mut [f32], x: MatRef, w: &Matrix) {
     for (rows, slab) in slabs {
         for (y_row, slab_row) in y.chunks_exact_mut(n).zip(slab.chunks_exact(rows.len())) {
             y_row[rows.clone()].copy_from_slice(slab_row);
+        }
+    }
+}
+
+// ---- helpers: threads that stay up for a whole generation
+
+/// Products smaller than this stay on the calling thread even with helpers.
+const MIN_SHARED_WEIGHTS: usize = 1 << 14;
+/// Idle helpers spin this many times (PAUSE is some tens of cycles: about 40 µs), then sleep
+/// until woken.
+const SPINS_BEFORE_SLEEP: u32 = 1 << 11;
+
+/// Threads kept up for the length of [`with_helpers`], each taking a share of the rows of
+/// every streamed product (`linear` with T ≤ 4). Handing a share over costs well under a
+/// microsecond, starting a thread about 25 µs: more than a decode step spends on most of its
+/// matrices. Idle helpers spin a while, then sleep (parked) until the next share wakes them,
+/// so a long stretch without shares (a prefill's GEMMs) leaves the cores to it. Every row is
+/// still one dot product on one thread, so results do not depend on the number of helpers.
+pub struct Helpers<'w, 'a> {
+    /// The current product's x (in the kernel's order).
+    x: RwLock<Vec<f32>>,
+    slots: Vec<Slot<'w, 'a>>,
+    stop: AtomicBool,
+}
+
+/// One helper's mailbox: a share is posted by bumping `posted`, and done when `done` equals it.
+struct Slot<'w, 'a> {
+    /// The helper's thread, to wake it.
+    thread: OnceLock<Thread>,
+    share: Mutex<Option<Share<'w, 'a>>>,
+    /// The helper's rows of yᵀ.
+    out: Mutex<Vec<f32>>,
+    posted: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Slot<'_, '_> {
+    /// Wakes the helper if it sleeps (cheap if it does not).
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// Rows `rows` of yᵀ = W·xᵀ.
+struct Share<'w, 'a> {
+    kernel: Kernel,
+    w: &'w Matrix<'a>,
+    t: usize,
+    rows: Range<usize>,
+}
+
+/// Runs `f` with num_threads() − 1 helpers (None on one thread), stopped when `f` returns.
+pub fn with_helpers<'w, 'a: 'w, R>(f: impl FnOnce(Option<&Helpers<'w, 'a>>) -> R) -> R {
+    let n = threads::num_threads();
+    if n <= 1 {
+        return f(None);
+    }
+    let slot = || Slot {
+        thread: OnceLock::new(),
+        share: Mutex::new(None),
+        out: Mutex::new(Vec::new()),
+        posted: 0.into(),
+        done: 0.into(),
+    };
+    let helpers =
+        Helpers { x: RwLock::new(Vec::new()), slots: (1..n).map(|_| slot()).collect(), stop: false.into() };
+    std::thread::scope(|s| {
+        for slot in &helpers.slots {
+            let helpers = &helpers;
+            s.spawn(move || helpers.serve(slot));
+        }
+        // Stop the helpers however `f` ends (a panic included), so the scope can join them.
+        struct Stop<'h, 'w, 'a>(&'h Helpers<'w, 'a>);
+        impl Drop for Stop<'_, '_, '_> {
+            fn drop(&mut self) {
+                self.0.stop.store(true, Ordering::Release);
+                self.0.slots.iter().for_each(Slot::wake);
+            }
+        }
+        let _stop = Stop(&helpers);
+        f(Some(&helpers))
+    })
+}
+
+impl<'w, 'a> Helpers<'w, 'a> {
+    /// yᵀ (N, T) = W·xᵀ: the first share of W's rows on the calling thread, one share per helper.
+    fn share(&self, kernel: Kernel, w: &'w Matrix<'a>, x: &[f32], t: usize, y_t: &mut [f32]) {
+        let parts = threads::split_range(w.rows, self.slots.len() + 1, 1);
+        let mut shared_x = self.x.write().expect("helpers: x lock");
+        shared_x.clear();
+        shared_x.extend_from_slice(x);
+        drop(shared_x);
+        for (slot, rows) in self.slots.iter().zip(&parts[1..]) {
+            *slot.share.lock().expect("helpers: share lock") =
+                Some(Share { kernel, w, t, rows: rows.clone() });
+            slot.posted.fetch_add(1, Ordering::Release);
+            slot.wake();
+        }
+        stream_rows(kernel, w, x, t, 0, &mut y_t[..parts[0].len() * t]);
+        for (slot, rows) in self.slots.iter().zip(&parts[1..]) {
+            let posted = slot.posted.load(Ordering::Relaxed);
+            while slot.done.load(Ordering::Acquire) != posted {
+                assert!(!slot.out.is_poisoned(), "helpers: a helper thread panicked");
+                std::hint::spin_loop();
+            }
+            y_t[rows.start * t..rows.end * t].copy_from_slice(&slot.out.lock().expect("helpers: out lock"));
+        }
+    }
+
+    /// A helper's loop: wait for a share, compute it, say so; until stopped.
+    fn serve(&self, slot: &Slot<'w, 'a>) {
+        slot.thread.get_or_init(std::thread::current);
+        let (mut seen, mut idle) = (0, 0u32);
+        loop {
+            let posted = slot.posted.load(Ordering::Acquire);
+            if posted == seen {
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                idle = idle.saturating_add(1);
+                if idle < SPINS_BEFORE_SLEEP {
+                    std::hint::spin_loop();
+                } else {
+                    // Woken by `wake`; the timeout only bounds what a missed wake-up costs.
+                    std::thread::park_timeout(std::time::Duration::from_millis(10));
+                }
+                continue;
+            }
+            (seen, idle) = (posted, 0);
+            let share = slot.share.lock().expect("helpers: share lock").take().expect("a posted share");
+            let x = self.x.read().expect("helpers: x lock");
+            let mut out = slot.out.lock().expect("helpers: out lock");
+            out.resize(share.rows.len() * share.t, 0.0);
+            stream_rows(share.kernel, share.w, &x, share.t, share.rows.start, &mut out);
+            drop((out, x));
+            slot.done.store(seen, Ordering::Release);
         }
     }
 }

@@ -17,8 +17,8 @@
 
 use super::config::OlmoeConfig;
 use super::olmoe::{LayerWeights, Weights};
-use crate::cpu::linear::{linear, Matrix};
-use crate::cpu::threads;
+use crate::cpu::gemm::Kernel;
+use crate::cpu::linear::{linear_with, Helpers, Matrix};
 use crate::ops::attention::{attention_forward, rope_forward, AttentionDims};
 use crate::ops::dense::{clamp_forward, rmsnorm_forward, softmax_forward, swiglu_forward};
 use crate::ops::moe::{renormalize_rows_forward, topk_forward};
@@ -79,9 +79,11 @@ impl<'w, 'a> Decoder<'w, 'a> {
     }
 
     /// Runs `ids` (T ≥ 1) at the next T positions, caches their keys and values, and returns
-    /// the logits (V) that follow the last of them.
-    pub fn step(&mut self, ids: &[u32]) -> Vec<f32> {
+    /// the logits (V) that follow the last of them. `helpers` (cpu/linear.rs) share the
+    /// matrix products of short steps; without, larger products start threads of their own.
+    pub fn step(&mut self, ids: &[u32], helpers: Option<&Helpers<'w, 'a>>) -> Vec<f32> {
         let (config, w) = (self.config, self.weights);
+        let on = Threads { helpers };
         let (t, c) = (ids.len(), config.hidden_size);
         assert!(t > 0, "Decoder::step: no tokens");
         let mut x = vec![0.0; t * c];
@@ -91,18 +93,15 @@ impl<'w, 'a> Decoder<'w, 'a> {
         }
         for (layer, cache) in w.layers.iter().zip(&mut self.cache) {
             let h = rmsnorm(&x, &layer.input_layernorm[0], config.rms_norm_eps);
-            let attn = attention(&h, layer, cache, self.position, config);
+            let attn = on.attention(&h, layer, cache, self.position, config);
             add(&mut x, &attn);
             let h = rmsnorm(&x, &layer.post_attention_layernorm[0], config.rms_norm_eps);
-            let moe = sparse_moe(&h, layer, config);
+            let moe = on.sparse_moe(&h, layer, config);
             add(&mut x, &moe);
         }
         self.position += t;
         let last = rmsnorm(&x[(t - 1) * c..], &w.norm[0], config.rms_norm_eps);
-        let head = &w.lm_head.as_ref().unwrap_or(&w.embed_tokens)[0];
-        let mut logits = vec![0.0; config.vocab_size];
-        linear(&mut logits, &last, head, 1);
-        logits
+        on.project(&last, &w.lm_head.as_ref().unwrap_or(&w.embed_tokens)[0])
     }
 }
 
@@ -119,105 +118,104 @@ fn rmsnorm(x: &[f32], w: &Matrix, eps: f32) -> Vec<f32> {
     y
 }
 
-/// y (T, N) = x (T, K) · Wᵀ
-fn project(x: &[f32], w: &Matrix) -> Vec<f32> {
-    let t = x.len() / w.cols();
-    let mut y = vec![0.0; t * w.rows()];
-    linear(&mut y, x, w, t);
-    y
+/// Where a step's matrix products run: with the helpers, if any.
+struct Threads<'h, 'w, 'a> {
+    helpers: Option<&'h Helpers<'w, 'a>>,
 }
 
-/// h (T, C) → (T, C): the attention sublayer of model/attention.rs for T tokens that follow
-/// `p0` cached ones, appending their keys and values to `cache`.
-fn attention(
-    h: &[f32],
-    w: &LayerWeights<Vec<Matrix>>,
-    cache: &mut KvCache,
-    p0: usize,
-    config: &OlmoeConfig,
-) -> Vec<f32> {
-    let (heads, kv_heads, d) = (config.num_attention_heads, config.num_key_value_heads, config.head_dim());
-    let t = h.len() / config.hidden_size;
-    let eps = config.rms_norm_eps;
-    let mut q = rmsnorm(&project(h, &w.q_proj[0]), &w.q_norm[0], eps);
-    let mut k = rmsnorm(&project(h, &w.k_proj[0]), &w.k_norm[0], eps);
-    let mut v = project(h, &w.v_proj[0]);
-    if let Some(clip) = config.clip_qkv {
-        for x in [&mut q, &mut k, &mut v] {
-            let unclipped = x.clone();
-            clamp_forward(x, &unclipped, -clip, clip);
+impl<'w, 'a> Threads<'_, 'w, 'a> {
+    /// y (T, N) = x (T, K) · Wᵀ
+    fn project(&self, x: &[f32], w: &'w Matrix<'a>) -> Vec<f32> {
+        let t = x.len() / w.cols();
+        let mut y = vec![0.0; t * w.rows()];
+        linear_with(Kernel::detect(), self.helpers, &mut y, x, w, t);
+        y
+    }
+
+    /// h (T, C) → (T, C): the attention sublayer of model/attention.rs for T tokens that follow
+    /// `p0` cached ones, appending their keys and values to `cache`.
+    fn attention(
+        &self,
+        h: &[f32],
+        w: &'w LayerWeights<Vec<Matrix<'a>>>,
+        cache: &mut KvCache,
+        p0: usize,
+        config: &OlmoeConfig,
+    ) -> Vec<f32> {
+        let (heads, kv_heads, d) =
+            (config.num_attention_heads, config.num_key_value_heads, config.head_dim());
+        let t = h.len() / config.hidden_size;
+        let eps = config.rms_norm_eps;
+        let mut q = rmsnorm(&self.project(h, &w.q_proj[0]), &w.q_norm[0], eps);
+        let mut k = rmsnorm(&self.project(h, &w.k_proj[0]), &w.k_norm[0], eps);
+        let mut v = self.project(h, &w.v_proj[0]);
+        if let Some(clip) = config.clip_qkv {
+            for x in [&mut q, &mut k, &mut v] {
+                let unclipped = x.clone();
+                clamp_forward(x, &unclipped, -clip, clip);
+            }
         }
+        let mut q_rot = vec![0.0; q.len()];
+        rope_forward(&mut q_rot, &q, p0, config.rope_theta, [1, t, heads, d]);
+        let mut k_rot = vec![0.0; k.len()];
+        rope_forward(&mut k_rot, &k, p0, config.rope_theta, [1, t, kv_heads, d]);
+        cache.k.extend_from_slice(&k_rot);
+        cache.v.extend_from_slice(&v);
+        let s = p0 + t;
+        let mut out = vec![0.0; t * heads * d];
+        let mut lse = vec![0.0; heads * t];
+        let dims = AttentionDims { b: 1, t, s, h: heads, hkv: kv_heads, d };
+        attention_forward(&mut out, &mut lse, &q_rot, &cache.k, &cache.v, dims);
+        self.project(&out, &w.o_proj[0])
     }
-    let mut q_rot = vec![0.0; q.len()];
-    rope_forward(&mut q_rot, &q, p0, config.rope_theta, [1, t, heads, d]);
-    let mut k_rot = vec![0.0; k.len()];
-    rope_forward(&mut k_rot, &k, p0, config.rope_theta, [1, t, kv_heads, d]);
-    cache.k.extend_from_slice(&k_rot);
-    cache.v.extend_from_slice(&v);
-    let s = p0 + t;
-    let mut out = vec![0.0; t * heads * d];
-    let mut lse = vec![0.0; heads * t];
-    let dims = AttentionDims { b: 1, t, s, h: heads, hkv: kv_heads, d };
-    attention_forward(&mut out, &mut lse, &q_rot, &cache.k, &cache.v, dims);
-    project(&out, &w.o_proj[0])
-}
 
-/// Experts with fewer weights run one after another on the calling thread: for them a thread
-/// costs more than it saves (make train's 196,608-weight experts decode about 10% faster so;
-/// OLMoE-1B-7B's 6.3M-weight ones faster in parallel).
-const PARALLEL_EXPERT_WEIGHTS: usize = 1 << 20;
-
-/// h (T, C) → (T, C): the sparse MoE block of model/moe.rs, each chosen expert run once on
-/// the rows of the tokens that chose it; the other experts' weights are never read.
-fn sparse_moe(h: &[f32], w: &LayerWeights<Vec<Matrix>>, config: &OlmoeConfig) -> Vec<f32> {
-    let (c, e, k) = (config.hidden_size, config.num_experts, config.num_experts_per_tok);
-    let t = h.len() / c;
-    // HF: routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float); topk; [renormalise]
-    let logits = project(h, &w.router[0]);
-    let mut probs = vec![0.0; t * e];
-    softmax_forward(&mut probs, &logits, e);
-    let (mut weights, mut experts) = (vec![0.0; t * k], vec![0u32; t * k]);
-    topk_forward(&mut weights, &mut experts, &probs, e, k);
-    if config.norm_topk_prob {
-        let top = weights.clone();
-        renormalize_rows_forward(&mut weights, &top, k);
-    }
-    // The chosen experts, each with its (token, slot) pairs; large ones run in parallel, each
-    // on one thread (a decode step's K experts are K equal shares of its work).
-    let chosen: Vec<(usize, Vec<usize>)> = (0..e)
-        .map(|expert| (expert, (0..t * k).filter(|&p| experts[p] as usize == expert).collect::<Vec<_>>()))
-        .filter(|(_, pairs)| !pairs.is_empty())
-        .collect();
-    let weights_per_expert = 3 * config.intermediate_size * c;
-    let work_per_expert =
-        if weights_per_expert >= PARALLEL_EXPERT_WEIGHTS { t * weights_per_expert } else { 0 };
-    let outputs = threads::par_map(chosen.len(), work_per_expert, |range| {
-        chosen[range].iter().map(|(expert, pairs)| run_expert(h, pairs, k, c, w, *expert)).collect::<Vec<_>>()
-    });
-    // HF: for expert_idx in range(num_experts): … index_add_: experts in ascending order.
-    let mut out = vec![0.0; t * c];
-    for ((_, pairs), y) in chosen.iter().zip(outputs.into_iter().flatten()) {
-        for (&p, y_row) in pairs.iter().zip(y.chunks_exact(c)) {
-            let out_row = &mut out[p / k * c..(p / k + 1) * c];
-            out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[p] * y);
+    /// h (T, C) → (T, C): the sparse MoE block of model/moe.rs, each chosen expert run once on
+    /// the rows of the tokens that chose it; the other experts' weights are never read.
+    fn sparse_moe(&self, h: &[f32], w: &'w LayerWeights<Vec<Matrix<'a>>>, config: &OlmoeConfig) -> Vec<f32> {
+        let (c, e, k) = (config.hidden_size, config.num_experts, config.num_experts_per_tok);
+        let t = h.len() / c;
+        // HF: routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float); topk; [renormalise]
+        let logits = self.project(h, &w.router[0]);
+        let mut probs = vec![0.0; t * e];
+        softmax_forward(&mut probs, &logits, e);
+        let (mut weights, mut experts) = (vec![0.0; t * k], vec![0u32; t * k]);
+        topk_forward(&mut weights, &mut experts, &probs, e, k);
+        if config.norm_topk_prob {
+            let top = weights.clone();
+            renormalize_rows_forward(&mut weights, &top, k);
         }
+        // HF: for expert_idx in range(num_experts): … index_add_: experts in ascending order.
+        let mut out = vec![0.0; t * c];
+        for expert in 0..e {
+            // The (token, slot) pairs that chose this expert.
+            let pairs: Vec<usize> = (0..t * k).filter(|&p| experts[p] as usize == expert).collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let y = self.run_expert(h, &pairs, k, c, w, expert);
+            for (&p, y_row) in pairs.iter().zip(y.chunks_exact(c)) {
+                let out_row = &mut out[p / k * c..(p / k + 1) * c];
+                out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[p] * y);
+            }
+        }
+        out
     }
-    out
-}
 
-/// down(silu(gate(x)) ⊙ up(x)) of one expert on the rows of h its (token, slot) pairs name.
-fn run_expert(
-    h: &[f32],
-    pairs: &[usize],
-    k: usize,
-    c: usize,
-    w: &LayerWeights<Vec<Matrix>>,
-    expert: usize,
-) -> Vec<f32> {
-    let x: Vec<f32> = pairs.iter().flat_map(|&p| &h[p / k * c..(p / k + 1) * c]).copied().collect();
-    let gate = project(&x, &w.experts_gate[expert]);
-    let up = project(&x, &w.experts_up[expert]);
-    let mut act = vec![0.0; gate.len()];
-    swiglu_forward(&mut act, &gate, &up);
-    project(&act, &w.experts_down[expert])
+    /// down(silu(gate(x)) ⊙ up(x)) of one expert on the rows of h its (token, slot) pairs name.
+    fn run_expert(
+        &self,
+        h: &[f32],
+        pairs: &[usize],
+        k: usize,
+        c: usize,
+        w: &'w LayerWeights<Vec<Matrix<'a>>>,
+        expert: usize,
+    ) -> Vec<f32> {
+        let x: Vec<f32> = pairs.iter().flat_map(|&p| &h[p / k * c..(p / k + 1) * c]).copied().collect();
+        let gate = self.project(&x, &w.experts_gate[expert]);
+        let up = self.project(&x, &w.experts_up[expert]);
+        let mut act = vec![0.0; gate.len()];
+        swiglu_forward(&mut act, &gate, &up);
+        self.project(&act, &w.experts_down[expert])
+    }
 }
