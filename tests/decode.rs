@@ -162,6 +162,63 @@ fn helper_threads_change_no_bit() {
     }
 }
 
+/// `products` random products with and without helpers: bit-identical.
+fn check_products<'w, 'a>(
+    matrices: &'w [Matrix<'a>],
+    helpers: Option<&Helpers<'w, 'a>>,
+    seed: u64,
+    products: usize,
+) {
+    let mut rng = Rng::new(seed);
+    for i in 0..products {
+        let w = &matrices[rng.below(matrices.len())];
+        let t = 1 + rng.below(STREAMING_ROWS);
+        let x: Vec<f32> = (0..t * w.cols()).map(|_| rng.normal() as f32).collect();
+        let (mut alone, mut shared) = (vec![f32::NAN; t * w.rows()], vec![f32::NAN; t * w.rows()]);
+        linear_with(Kernel::detect(), None, &mut alone, &x, w, t);
+        linear_with(Kernel::detect(), helpers, &mut shared, &x, w, t);
+        assert!(alone == shared, "product {i}: helpers changed the result");
+        if i % 50 == 49 {
+            std::thread::sleep(std::time::Duration::from_millis(1)); // the helpers park
+        }
+    }
+}
+
+#[test]
+fn helpers_match_no_helpers_across_sleeps_and_two_callers() {
+    // Many products of ragged shapes, f32 and bf16, T 1–4, with pauses long enough for the
+    // helpers to fall asleep; then two threads posting to one set of helpers at once (the
+    // second must fall back to its own thread, not garble the mailboxes). Bit-identical.
+    threads::set_num_threads(3);
+    let mut rng = Rng::new(4);
+    let shapes = [(128, 128), (1, 20000), (257, 129), (1000, 64), (7, 4096)];
+    let data: Vec<(Vec<f32>, Vec<bf16>, usize, usize)> = shapes
+        .iter()
+        .map(|&(n, k)| {
+            let f: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32).collect();
+            let b = f.iter().map(|&v| bf16::from_f32(v)).collect();
+            (f, b, n, k)
+        })
+        .collect();
+    let matrices: Vec<Matrix> = data
+        .iter()
+        .flat_map(|(f, b, n, k)| {
+            [
+                Matrix::new(Values::F32(Cow::Borrowed(f)), *n, *k),
+                Matrix::new(Values::BF16(Cow::Borrowed(b)), *n, *k),
+            ]
+        })
+        .collect();
+    with_helpers(|helpers| {
+        assert!(helpers.is_some());
+        check_products(&matrices, helpers, 1, 400);
+        std::thread::scope(|s| {
+            s.spawn(|| check_products(&matrices, helpers, 2, 200));
+            check_products(&matrices, helpers, 3, 200);
+        });
+    });
+}
+
 // ---- linear
 
 fn naive(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f64> {

@@ -243,8 +243,8 @@ fn linear_bf16_blocks(kernel: Kernel, y: &mut [f32], x: MatRef, w: &Matrix) {
 
 /// Products smaller than this stay on the calling thread even with helpers.
 const MIN_SHARED_WEIGHTS: usize = 1 << 14;
-/// Idle helpers spin this many times (PAUSE is some tens of cycles: about 40 µs), then sleep
-/// until woken.
+/// Idle helpers spin this many times (a PAUSE is some tens to ~140 cycles: 40–100 µs in
+/// all), then sleep until woken.
 const SPINS_BEFORE_SLEEP: u32 = 1 << 11;
 
 /// Threads kept up for the length of [`with_helpers`], each taking a share of the rows of
@@ -253,22 +253,43 @@ const SPINS_BEFORE_SLEEP: u32 = 1 << 11;
 /// matrices. Idle helpers spin a while, then sleep (parked) until the next share wakes them,
 /// so a long stretch without shares (a prefill's GEMMs) leaves the cores to it. Every row is
 /// still one dot product on one thread, so results do not depend on the number of helpers.
+///
+/// Lifetimes: a share names its matrix, borrowed for 'w (the weights outlive the helpers);
+/// x is a per-product temporary that does not, so it is copied into `x` instead.
 pub struct Helpers<'w, 'a> {
-    /// The current product's x (in the kernel's order).
+    /// The current product's x (in the kernel's order); helpers read it at the same time.
     x: RwLock<Vec<f32>>,
     slots: Vec<Slot<'w, 'a>>,
     stop: AtomicBool,
+    /// One product at a time: two threads posting at once would garble the mailboxes.
+    turn: Mutex<()>,
 }
 
-/// One helper's mailbox: a share is posted by bumping `posted`, and done when `done` equals it.
+/// One helper's mailbox: a share is posted by bumping `posted`, and done when `done` equals
+/// it. Aligned to its own cache lines, as the helper spins on `posted`.
+#[repr(align(128))]
 struct Slot<'w, 'a> {
     /// The helper's thread, to wake it.
     thread: OnceLock<Thread>,
-    share: Mutex<Option<Share<'w, 'a>>>,
-    /// The helper's rows of yᵀ.
-    out: Mutex<Vec<f32>>,
+    job: Mutex<Job<'w, 'a>>,
     posted: AtomicUsize,
     done: AtomicUsize,
+    /// Set if the helper panicked, so the caller stops waiting.
+    failed: AtomicBool,
+}
+
+/// What the caller posts (a share) and what the helper gives back (its rows of yᵀ).
+struct Job<'w, 'a> {
+    share: Option<Share<'w, 'a>>,
+    out: Vec<f32>,
+}
+
+/// Rows `rows` of yᵀ = W·xᵀ.
+struct Share<'w, 'a> {
+    kernel: Kernel,
+    w: &'w Matrix<'a>,
+    t: usize,
+    rows: Range<usize>,
 }
 
 impl Slot<'_, '_> {
@@ -280,14 +301,6 @@ impl Slot<'_, '_> {
     }
 }
 
-/// Rows `rows` of yᵀ = W·xᵀ.
-struct Share<'w, 'a> {
-    kernel: Kernel,
-    w: &'w Matrix<'a>,
-    t: usize,
-    rows: Range<usize>,
-}
-
 /// Runs `f` with num_threads() − 1 helpers (None on one thread), stopped when `f` returns.
 pub fn with_helpers<'w, 'a: 'w, R>(f: impl FnOnce(Option<&Helpers<'w, 'a>>) -> R) -> R {
     let n = threads::num_threads();
@@ -296,13 +309,17 @@ pub fn with_helpers<'w, 'a: 'w, R>(f: impl FnOnce(Option<&Helpers<'w, 'a>>) -> R
     }
     let slot = || Slot {
         thread: OnceLock::new(),
-        share: Mutex::new(None),
-        out: Mutex::new(Vec::new()),
+        job: Mutex::new(Job { share: None, out: Vec::new() }),
         posted: 0.into(),
         done: 0.into(),
+        failed: false.into(),
     };
-    let helpers =
-        Helpers { x: RwLock::new(Vec::new()), slots: (1..n).map(|_| slot()).collect(), stop: false.into() };
+    let helpers = Helpers {
+        x: RwLock::new(Vec::new()),
+        slots: (1..n).map(|_| slot()).collect(),
+        stop: false.into(),
+        turn: Mutex::new(()),
+    };
     std::thread::scope(|s| {
         for slot in &helpers.slots {
             let helpers = &helpers;
@@ -324,13 +341,16 @@ pub fn with_helpers<'w, 'a: 'w, R>(f: impl FnOnce(Option<&Helpers<'w, 'a>>) -> R
 impl<'w, 'a> Helpers<'w, 'a> {
     /// yᵀ (N, T) = W·xᵀ: the first share of W's rows on the calling thread, one share per helper.
     fn share(&self, kernel: Kernel, w: &'w Matrix<'a>, x: &[f32], t: usize, y_t: &mut [f32]) {
+        let Ok(_turn) = self.turn.try_lock() else {
+            return stream_rows(kernel, w, x, t, 0, y_t); // another thread has the helpers
+        };
         let parts = threads::split_range(w.rows, self.slots.len() + 1, 1);
         let mut shared_x = self.x.write().expect("helpers: x lock");
         shared_x.clear();
         shared_x.extend_from_slice(x);
         drop(shared_x);
         for (slot, rows) in self.slots.iter().zip(&parts[1..]) {
-            *slot.share.lock().expect("helpers: share lock") =
+            slot.job.lock().expect("helpers: job lock").share =
                 Some(Share { kernel, w, t, rows: rows.clone() });
             slot.posted.fetch_add(1, Ordering::Release);
             slot.wake();
@@ -339,15 +359,25 @@ impl<'w, 'a> Helpers<'w, 'a> {
         for (slot, rows) in self.slots.iter().zip(&parts[1..]) {
             let posted = slot.posted.load(Ordering::Relaxed);
             while slot.done.load(Ordering::Acquire) != posted {
-                assert!(!slot.out.is_poisoned(), "helpers: a helper thread panicked");
+                assert!(!slot.failed.load(Ordering::Acquire), "helpers: a helper thread panicked");
                 std::hint::spin_loop();
             }
-            y_t[rows.start * t..rows.end * t].copy_from_slice(&slot.out.lock().expect("helpers: out lock"));
+            y_t[rows.start * t..rows.end * t]
+                .copy_from_slice(&slot.job.lock().expect("helpers: job lock").out);
         }
     }
 
     /// A helper's loop: wait for a share, compute it, say so; until stopped.
     fn serve(&self, slot: &Slot<'w, 'a>) {
+        struct Failed<'s>(&'s AtomicBool);
+        impl Drop for Failed<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+        }
+        let _failed = Failed(&slot.failed);
         slot.thread.get_or_init(std::thread::current);
         let (mut seen, mut idle) = (0, 0u32);
         loop {
@@ -366,12 +396,12 @@ impl<'w, 'a> Helpers<'w, 'a> {
                 continue;
             }
             (seen, idle) = (posted, 0);
-            let share = slot.share.lock().expect("helpers: share lock").take().expect("a posted share");
+            let mut job = slot.job.lock().expect("helpers: job lock");
+            let share = job.share.take().expect("a posted share");
             let x = self.x.read().expect("helpers: x lock");
-            let mut out = slot.out.lock().expect("helpers: out lock");
-            out.resize(share.rows.len() * share.t, 0.0);
-            stream_rows(share.kernel, share.w, &x, share.t, share.rows.start, &mut out);
-            drop((out, x));
+            job.out.resize(share.rows.len() * share.t, 0.0);
+            stream_rows(share.kernel, share.w, &x, share.t, share.rows.start, &mut job.out);
+            drop((job, x));
             slot.done.store(seen, Ordering::Release);
         }
     }
