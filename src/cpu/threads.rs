@@ -37,32 +37,10 @@ pub fn set_num_threads(n: usize) {
     THREADS.store(n, Ordering::Relaxed);
 }
 
-thread_local! {
-    /// Set while this thread runs a share of a parallel region: a region inside it (a kernel
-    /// called from a task that is already one of several) runs on this thread alone.
-    static IN_PARALLEL_REGION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// How many threads `work` units deserve: at most [`num_threads`], each given at least
-/// [`MIN_WORK_PER_THREAD`]; one inside a parallel region.
+/// [`MIN_WORK_PER_THREAD`].
 pub fn threads_for(work: usize) -> usize {
-    if IN_PARALLEL_REGION.with(|c| c.get()) {
-        return 1;
-    }
     (work / MIN_WORK_PER_THREAD).clamp(1, num_threads())
-}
-
-/// Runs `f` as one share of a parallel region (see IN_PARALLEL_REGION); the flag is put
-/// back however `f` ends, a panic included.
-fn as_share<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            IN_PARALLEL_REGION.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(IN_PARALLEL_REGION.with(|c| c.replace(true)));
-    f()
 }
 
 /// `0..n` cut into `parts` contiguous ranges whose lengths differ by at most one
@@ -89,8 +67,8 @@ pub fn par_map<T: Send>(n: usize, work_per_item: usize, f: impl Fn(Range<usize>)
     std::thread::scope(|s| {
         let mut ranges = ranges.into_iter();
         let first = ranges.next().expect("at least one range");
-        let handles: Vec<_> = ranges.map(|r| s.spawn(|| as_share(|| f(r)))).collect();
-        let mut out = vec![as_share(|| f(first))];
+        let handles: Vec<_> = ranges.map(|r| s.spawn(|| f(r))).collect();
+        let mut out = vec![f(first)];
         out.extend(handles.into_iter().map(|h| h.join().expect("worker thread panicked")));
         out
     })
@@ -135,8 +113,8 @@ pub fn par_rows2(
         let (first_row, a_first, b_first) = chunks.next().expect("at least one chunk");
         for (row, a_chunk, b_chunk) in chunks {
             let f = &f;
-            s.spawn(move || as_share(|| f(row, a_chunk, b_chunk)));
+            s.spawn(move || f(row, a_chunk, b_chunk));
         }
-        as_share(|| f(first_row, a_first, b_first));
+        f(first_row, a_first, b_first);
     });
 }
