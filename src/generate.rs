@@ -5,7 +5,7 @@
 use crate::cli::{thousands, Args};
 use crate::error::{Error, Result};
 use crate::init_cmd::param_counts;
-use crate::model::config::OlmoeConfig;
+use crate::model::config::{OlmoeConfig, Routing};
 use crate::model::decode::Decoder;
 use crate::model::decode::StoredWeights;
 use crate::model::hf;
@@ -70,6 +70,18 @@ pub fn run(args: &Args) -> Result<()> {
         _ => unreachable!("exactly one of text and ids; load_tokenizer requires a tokenizer for text"),
     };
     check_prompt(&prompt, &config)?;
+    let config = config.for_evaluation();
+    match config.routing {
+        Routing::TokenChoice => {}
+        Routing::TokenChoiceCapacity { capacity_factor, .. } => eprintln!(
+            "note: capacity routing at the evaluation capacity factor {capacity_factor}: the prompt is one \
+             group; one token at a time, nothing is dropped"
+        ),
+        Routing::ExpertChoice { .. } => eprintln!(
+            "note: expert choice routes whole groups of tokens; the prompt is one group, and each new \
+             token, alone in its step, goes to every expert"
+        ),
+    }
     let stored = hf::views(&ckpt, &config)?;
     describe(dir, &config, &stored);
 

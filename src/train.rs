@@ -106,13 +106,15 @@ pub fn train_step(
 }
 
 /// The mean next-token cross-entropy over `batches` (each whole sequences of `seq` ids),
-/// weighted by the number of predicted tokens, as one pass over the validation split.
+/// weighted by the number of predicted tokens, as one pass over the validation split. The
+/// model runs as in evaluation (`OlmoeConfig::for_evaluation`).
 pub fn validation_loss<'a>(
     config: &OlmoeConfig,
     weights: &Weights<Tensor>,
     batches: impl IntoIterator<Item = &'a [u32]>,
     seq: usize,
 ) -> f64 {
+    let config = &config.for_evaluation(); // capacity routing: the evaluation capacity factor
     let (mut sum, mut count) = (0.0f64, 0usize);
     for ids in batches {
         let mut tape = Tape::new();

@@ -610,7 +610,8 @@ impl Run {
         let mut rng = Rng::new(self.options.seed);
         let weights = borrow_tensors(&self.weights);
         let new_tokens = SAMPLE_TOKENS.min(room(self.config.max_position_embeddings, prompt.len()));
-        let mut decoder = Decoder::new(&self.config, &weights, prompt.len() + new_tokens);
+        let config = self.config.for_evaluation();
+        let mut decoder = Decoder::new(&config, &weights, prompt.len() + new_tokens);
         let eos = self.config.eos_token_id;
         let generation = generate(&mut decoder, &prompt, new_tokens, sampling, eos, &mut rng, |_| {
             ControlFlow::Continue(())

@@ -35,6 +35,22 @@ pub struct OlmoeConfig {
     pub pad_token_id: Option<u32>,
     /// Ours: the router z-loss weight (OLMoE's training yml: moe_zloss_weight 0.001).
     pub router_z_loss_coef: f32,
+    /// Ours: how tokens meet experts (model/routing.rs); config.json `moe_routing` & co.
+    pub routing: Routing,
+}
+
+/// The routing variants (model/routing.rs has their math).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Routing {
+    /// Each token's top-K experts, all served (OLMoE). `moe_routing: "token_choice"`.
+    TokenChoice,
+    /// Top-K per token, each expert serving at most a capacity (OpenMoE).
+    /// `moe_routing: "token_choice_capacity"`, `moe_capacity_factor` (1.25, training),
+    /// `moe_eval_capacity_factor` (2.0, validation and generation), `moe_min_capacity` (4).
+    TokenChoiceCapacity { capacity_factor: f32, eval_capacity_factor: f32, min_capacity: usize },
+    /// Each expert's top-C tokens. `moe_routing: "expert_choice"`, `moe_capacity_factor` (2.0,
+    /// OLMoE's expert-choice ablation).
+    ExpertChoice { capacity_factor: f32 },
 }
 
 impl Default for OlmoeConfig {
@@ -61,11 +77,26 @@ impl Default for OlmoeConfig {
             eos_token_id: Some(50279),
             pad_token_id: Some(1),
             router_z_loss_coef: 0.001,
+            routing: Routing::TokenChoice,
         }
     }
 }
 
 impl OlmoeConfig {
+    /// The config for evaluation (validation, generation): capacity routing switches to its
+    /// evaluation capacity factor; everything else is unchanged.
+    pub fn for_evaluation(&self) -> OlmoeConfig {
+        let mut config = self.clone();
+        if let Routing::TokenChoiceCapacity { eval_capacity_factor, min_capacity, .. } = self.routing {
+            config.routing = Routing::TokenChoiceCapacity {
+                capacity_factor: eval_capacity_factor,
+                eval_capacity_factor,
+                min_capacity,
+            };
+        }
+        config
+    }
+
     /// D: the width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
@@ -163,6 +194,7 @@ impl OlmoeConfig {
             eos_token_id: token("eos_token_id", d.eos_token_id)?,
             pad_token_id: token("pad_token_id", d.pad_token_id)?,
             router_z_loss_coef: real("router_z_loss_coef", d.router_z_loss_coef)?,
+            routing: routing(v, file)?,
         };
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
@@ -221,7 +253,7 @@ impl OlmoeConfig {
         let n = |x: usize| Value::Number(x as f64);
         let r = |x: f32| Value::Float(x as f64);
         let id = |x: Option<u32>| x.map_or(Value::Null, |i| Value::Number(i as f64));
-        let fields: Vec<(&str, Value)> = vec![
+        let mut fields: Vec<(&str, Value)> = vec![
             ("architectures", Value::Array(vec![Value::String("OlmoeForCausalLM".into())])),
             ("model_type", Value::String("olmoe".into())),
             ("vocab_size", n(self.vocab_size)),
@@ -252,7 +284,61 @@ impl OlmoeConfig {
             ("torch_dtype", Value::String("float32".into())),
             ("router_z_loss_coef", r(self.router_z_loss_coef)),
         ];
+        // Written only when not OLMoE's: a plain OLMoE config stays what transformers writes.
+        match self.routing {
+            Routing::TokenChoice => {}
+            Routing::TokenChoiceCapacity { capacity_factor, eval_capacity_factor, min_capacity } => fields
+                .extend([
+                    ("moe_routing", Value::String("token_choice_capacity".into())),
+                    ("moe_capacity_factor", r(capacity_factor)),
+                    ("moe_eval_capacity_factor", r(eval_capacity_factor)),
+                    ("moe_min_capacity", n(min_capacity)),
+                ]),
+            Routing::ExpertChoice { capacity_factor } => fields.extend([
+                ("moe_routing", Value::String("expert_choice".into())),
+                ("moe_capacity_factor", r(capacity_factor)),
+            ]),
+        }
         Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+}
+
+/// `moe_routing` and its settings; absent means OLMoE's dropless token choice.
+fn routing(v: &Value, file: &str) -> Result<Routing> {
+    let bad = |name: &str, rule: String| Error::invalid(format!("{file}: field '{name}'"), rule);
+    let factor = |name: &str, default: f32| -> Result<f32> {
+        match v.get(name) {
+            None => Ok(default),
+            Some(x) => x
+                .as_f64()
+                .filter(|&f| f > 0.0 && f.is_finite())
+                .map(|f| f as f32)
+                .ok_or_else(|| bad(name, "expected a positive number".into())),
+        }
+    };
+    match v.get("moe_routing").map(|x| x.as_str()) {
+        None | Some(Some("token_choice")) => Ok(Routing::TokenChoice),
+        Some(Some("token_choice_capacity")) => Ok(Routing::TokenChoiceCapacity {
+            capacity_factor: factor("moe_capacity_factor", 1.25)?,
+            eval_capacity_factor: factor("moe_eval_capacity_factor", 2.0)?,
+            min_capacity: match v.get("moe_min_capacity") {
+                None => 4,
+                Some(x) => x
+                    .as_u64()
+                    .map(|c| c as usize)
+                    .ok_or_else(|| bad("moe_min_capacity", "expected a whole number".into()))?,
+            },
+        }),
+        Some(Some("expert_choice")) => {
+            Ok(Routing::ExpertChoice { capacity_factor: factor("moe_capacity_factor", 2.0)? })
+        }
+        Some(other) => Err(bad(
+            "moe_routing",
+            format!(
+                "{} is not a routing (known: \"token_choice\", \"token_choice_capacity\", \"expert_choice\")",
+                other.map_or("a non-string".to_string(), |s| format!("\"{s}\""))
+            ),
+        )),
     }
 }
 

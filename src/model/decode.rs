@@ -8,8 +8,8 @@
 //!             append k, v to the layer's cache                             (p0+T, Hkv·D)
 //!             x += softmax(q·K_cacheᵀ/√D + causal) · V_cache · Woᵀ
 //!             h = post_attention_layernorm(x)
-//!             p = softmax(h·Wrᵀ), top-K per token [, renormalised]
-//!             x += Σ_chosen e  w_e · down_e(silu(gate_e h) ⊙ up_e h)        only K experts read
+//!             p = softmax(h·Wrᵀ), routes (model/routing.rs; top-K per token unless configured)
+//!             x += Σ_routed e  w_e · down_e(silu(gate_e h) ⊙ up_e h)        only routed experts read
 //! logits = norm(x[T−1]) · lm_headᵀ                                         (V), last token only
 //! ```
 //! Prefill is one `step` with the whole prompt; decoding is one `step` per token. Each step's
@@ -17,6 +17,7 @@
 
 use super::config::OlmoeConfig;
 use super::olmoe::{LayerWeights, Weights};
+use super::routing::{route, WeightsFrom};
 use crate::cpu::gemm::Kernel;
 use crate::cpu::linear::{linear_with, Helpers, Matrix};
 use crate::ops::attention::{attention_forward, rope_forward, AttentionDims};
@@ -174,44 +175,51 @@ impl<'w, 'a> Threads<'_, 'w, 'a> {
     fn sparse_moe(&self, h: &[f32], w: &'w LayerWeights<Vec<Matrix<'a>>>, config: &OlmoeConfig) -> Vec<f32> {
         let (c, e, k) = (config.hidden_size, config.num_experts, config.num_experts_per_tok);
         let t = h.len() / c;
-        // HF: routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float); topk; [renormalise]
+        // HF: routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
         let logits = self.project(h, &w.router[0]);
         let mut probs = vec![0.0; t * e];
         softmax_forward(&mut probs, &logits, e);
-        let (mut weights, mut experts) = (vec![0.0; t * k], vec![0u32; t * k]);
-        topk_forward(&mut weights, &mut experts, &probs, e, k);
-        if config.norm_topk_prob {
-            let top = weights.clone();
-            renormalize_rows_forward(&mut weights, &top, k);
-        }
+        let routes = route(&probs, config);
+        let weights = match routes.weights_from {
+            WeightsFrom::TopK => {
+                let (mut top, mut chosen) = (vec![0.0; t * k], vec![0u32; t * k]);
+                topk_forward(&mut top, &mut chosen, &probs, e, k);
+                if config.norm_topk_prob {
+                    let unnormalised = top.clone();
+                    renormalize_rows_forward(&mut top, &unnormalised, k);
+                }
+                top
+            }
+            WeightsFrom::Probs => probs,
+        };
         // HF: for expert_idx in range(num_experts): … index_add_: experts in ascending order.
         let mut out = vec![0.0; t * c];
         for expert in 0..e {
-            // The (token, slot) pairs that chose this expert.
-            let pairs: Vec<usize> = (0..t * k).filter(|&p| experts[p] as usize == expert).collect();
+            let pairs = routes.offsets[expert]..routes.offsets[expert + 1];
             if pairs.is_empty() {
                 continue;
             }
-            let y = self.run_expert(h, &pairs, k, c, w, expert);
-            for (&p, y_row) in pairs.iter().zip(y.chunks_exact(c)) {
-                let out_row = &mut out[p / k * c..(p / k + 1) * c];
-                out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[p] * y);
+            let tokens = &routes.tokens[pairs.clone()];
+            let y = self.run_expert(h, tokens, c, w, expert);
+            for ((&token, &at), y_row) in tokens.iter().zip(&routes.weight_at[pairs]).zip(y.chunks_exact(c)) {
+                let out_row = &mut out[token as usize * c..(token as usize + 1) * c];
+                out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[at as usize] * y);
             }
         }
         out
     }
 
-    /// down(silu(gate(x)) ⊙ up(x)) of one expert on the rows of h its (token, slot) pairs name.
+    /// down(silu(gate(x)) ⊙ up(x)) of one expert on the rows of h of `tokens`.
     fn run_expert(
         &self,
         h: &[f32],
-        pairs: &[usize],
-        k: usize,
+        tokens: &[u32],
         c: usize,
         w: &'w LayerWeights<Vec<Matrix<'a>>>,
         expert: usize,
     ) -> Vec<f32> {
-        let x: Vec<f32> = pairs.iter().flat_map(|&p| &h[p / k * c..(p / k + 1) * c]).copied().collect();
+        let x: Vec<f32> =
+            tokens.iter().flat_map(|&t| &h[t as usize * c..(t as usize + 1) * c]).copied().collect();
         let gate = self.project(&x, &w.experts_gate[expert]);
         let up = self.project(&x, &w.experts_up[expert]);
         let mut act = vec![0.0; gate.len()];

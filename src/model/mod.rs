@@ -6,3 +6,4 @@ pub mod decode;
 pub mod hf;
 pub mod moe;
 pub mod olmoe;
+pub mod routing;

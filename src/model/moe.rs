@@ -1,27 +1,33 @@
-//! The sparse MoE block (HF `OlmoeSparseMoeBlock`), dropless token choice, and its aux losses.
+//! The sparse MoE block (HF `OlmoeSparseMoeBlock`) and its aux losses. Which tokens go to
+//! which experts is model/routing.rs's choice (dropless token choice unless configured).
 //! ```text
-//! h (N, C) → router logits = h·Wrᵀ (N, E) → p = softmax (f32) → top-K per token (N, K)
-//!          → [norm_topk_prob: w /= Σ w]
-//!          → dispatch: sort the N·K (token, slot) pairs by expert (stable: token order within
-//!            an expert) → offsets (E + 1) → x_perm = h[token of each pair]  (N·K, C)
+//! h (N, C) → router logits = h·Wrᵀ (N, E) → p = softmax (f32)
+//!          → routes (routing.rs): the served (token, expert) pairs, sorted by expert, with
+//!            offsets (E + 1), and each pair's weight: a top-K probability (token choice;
+//!            renormalised over the K when norm_topk_prob) or p_{t,e} (expert choice)
+//!          → x_perm = h[token of each pair]                                (pairs, C)
 //!          → experts, each once on its contiguous rows (grouped matmuls):
-//!            y_perm = down_e( silu(gate_e x) ⊙ up_e x )                     (N·K, C)
-//!          → combine: out[t] = Σ_slots w[t, slot] · y_perm[pair (t, slot)]   (N, C)
+//!            y_perm = down_e( silu(gate_e x) ⊙ up_e x )                     (pairs, C)
+//!          → combine: out[t] = Σ_{pairs of t} weight · y_perm[pair]        (N, C)
 //! ```
 
 use super::config::OlmoeConfig;
 use super::olmoe::LayerWeights;
+use super::routing::{route, WeightsFrom};
 use crate::autograd::{Tape, Var};
 use crate::tensor::Tensor;
 
-/// What the aux losses need from one layer's router.
+/// What the aux losses (and routing analysis) need from one layer's router.
 pub struct RouterOutput {
     /// (N, E) router logits, before the softmax.
     pub logits: Var,
     /// (N, E) softmax probabilities over all experts.
     pub probs: Var,
-    /// (N·K) the chosen experts, token-major, best first.
+    /// Token choice: the chosen experts (N·K), token-major, best first, before any capacity
+    /// drop. Empty for expert choice, which has no load-balancing loss.
     pub experts: Vec<u32>,
+    /// Token choice: per (token, rank) pick, whether capacity dropped it (all false dropless).
+    pub dropped: Vec<bool>,
 }
 
 /// h: (N, C) → (N, C), and the router's output for the losses.
@@ -34,41 +40,35 @@ pub fn sparse_moe_block(
     let (n, k, e) = (tape.shape(h)[0], config.num_experts_per_tok, config.num_experts);
     // HF: router_logits = self.gate(hidden_states)
     //     routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
-    //     routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)
     let logits = tape.matmul(h, w.router, false, true);
     let probs = tape.softmax(logits);
-    let (mut weights, experts) = tape.topk(probs, k);
-    if config.norm_topk_prob {
-        // HF: routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
-        weights = tape.renormalize_rows(weights);
-    }
-
-    // Dispatch: pair p = t·K + slot, sorted by expert; rows offsets[e]..offsets[e+1] go to e.
-    let mut pairs: Vec<u32> = (0..(n * k) as u32).collect();
-    pairs.sort_by_key(|&p| experts[p as usize]); // stable
-    let mut offsets = vec![0usize; e + 1];
-    for &expert in &experts {
-        offsets[expert as usize + 1] += 1;
-    }
-    for i in 0..e {
-        offsets[i + 1] += offsets[i];
-    }
-    let token_of_pair: Vec<u32> = pairs.iter().map(|&p| p / k as u32).collect();
-    let x_perm = tape.gather_rows(h, &token_of_pair);
+    let routes = route(tape.value(probs).data(), config);
+    let weights = match routes.weights_from {
+        WeightsFrom::TopK => {
+            // HF: routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)
+            let (mut top, _) = tape.topk(probs, k);
+            if config.norm_topk_prob {
+                // HF: routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+                top = tape.renormalize_rows(top);
+            }
+            tape.reshape(top, &[n * k, 1])
+        }
+        WeightsFrom::Probs => tape.reshape(probs, &[n * e, 1]),
+    };
+    let x_perm = tape.gather_rows(h, &routes.tokens);
 
     // Experts: down(silu(gate(x)) * up(x)), each on its own rows.
-    let gate = tape.grouped_matmul(x_perm, w.experts_gate, &offsets);
-    let up = tape.grouped_matmul(x_perm, w.experts_up, &offsets);
+    let gate = tape.grouped_matmul(x_perm, w.experts_gate, &routes.offsets);
+    let up = tape.grouped_matmul(x_perm, w.experts_up, &routes.offsets);
     let act = tape.swiglu(gate, up);
-    let y_perm = tape.grouped_matmul(act, w.experts_down, &offsets);
+    let y_perm = tape.grouped_matmul(act, w.experts_down, &routes.offsets);
 
     // Combine: weight each pair's output by its routing weight, sum back into its token.
     // HF: final_hidden_states.index_add_(0, top_x, current_hidden_states * routing_weights[top_x, idx, None])
-    let flat_weights = tape.reshape(weights, &[n * k, 1]);
-    let pair_weights = tape.gather_rows(flat_weights, &pairs);
+    let pair_weights = tape.gather_rows(weights, &routes.weight_at);
     let y_weighted = tape.scale_rows(y_perm, pair_weights);
-    let out = tape.scatter_add_rows(y_weighted, &token_of_pair, n);
-    (out, RouterOutput { logits, probs, experts })
+    let out = tape.scatter_add_rows(y_weighted, &routes.tokens, n);
+    (out, RouterOutput { logits, probs, experts: routes.chosen, dropped: routes.dropped })
 }
 
 // ---- Aux losses
@@ -99,6 +99,9 @@ pub fn load_balancing_loss(
     norm: LoadBalance,
 ) -> Var {
     assert!(!routers.is_empty(), "load_balancing_loss: no MoE layers");
+    if routers[0].experts.is_empty() {
+        return tape.constant(Tensor::scalar(0.0)); // expert choice: balanced by construction
+    }
     let (layers, tokens) = (routers.len(), tape.shape(routers[0].probs)[0]);
     let k = routers[0].experts.len() / tokens.max(1);
     let count = |experts: &[u32], counts: &mut [f32]| experts.iter().for_each(|&e| counts[e as usize] += 1.0);
