@@ -126,7 +126,7 @@ fn decode_all<'w, 'a>(
 
 #[test]
 fn helper_threads_change_no_bit() {
-    // Matrices big enough to be shared (≥ 16,384 weights), on two helpers.
+    // Matrices big enough to be shared (≥ 16,384 weights), on two helpers; a shared expert too.
     threads::set_num_threads(3);
     let config = OlmoeConfig {
         vocab_size: 512,
@@ -140,6 +140,7 @@ fn helper_threads_change_no_bit() {
         max_position_embeddings: 64,
         initializer_range: 0.2,
         eos_token_id: None,
+        shared_expert_intermediate_size: Some(64),
         ..OlmoeConfig::default()
     };
     let weights = Weights::init(&config, &mut Rng::new(2));

@@ -56,6 +56,7 @@ fn layer(t: &mut Tape, router: Var, [experts_gate, experts_up, experts_down]: [V
         experts_gate,
         experts_up,
         experts_down,
+        shared_expert: None,
     }
 }
 

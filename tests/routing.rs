@@ -7,7 +7,7 @@ use moe::autograd::{Tape, Var};
 use moe::json;
 use moe::model::config::{OlmoeConfig, Routing};
 use moe::model::moe::{load_balancing_loss, sparse_moe_block, LoadBalance};
-use moe::model::olmoe::LayerWeights;
+use moe::model::olmoe::{LayerWeights, SharedExpert};
 use moe::model::routing::{route, WeightsFrom};
 use moe::rng::Rng;
 use moe::tensor::Tensor;
@@ -188,6 +188,7 @@ fn layer(t: &mut Tape, router: Var, [experts_gate, experts_up, experts_down]: [V
         experts_gate,
         experts_up,
         experts_down,
+        shared_expert: None,
     }
 }
 
@@ -281,16 +282,74 @@ fn expert_choice_has_no_load_balancing_loss() {
     }
 }
 
+#[test]
+fn a_shared_expert_adds_its_mlp_to_every_token() {
+    // Dropless top-2 plus a shared expert of width 4: out_t = routed_t + down_s(silu(gate_s h) ⊙ up_s h).
+    const FS: usize = 4;
+    let mut rng = Rng::new(11);
+    let inputs = vec![
+        param(rand(&[N, C], &mut rng)),
+        param(Tensor::uniform(&[E, C], -2.0, 2.0, &mut rng)),
+        param(rand(&[E, F, C], &mut rng)),
+        param(rand(&[E, F, C], &mut rng)),
+        param(rand(&[E, C, F], &mut rng)),
+        param(rand(&[FS, C], &mut rng)),
+        param(rand(&[FS, C], &mut rng)),
+        param(rand(&[C, FS], &mut rng)),
+    ];
+    let x64: Vec<Vec<f64>> = inputs.iter().map(|i| to_f64(i.value.data())).collect();
+    assert!(margin(&probs64(&x64)) > 1e-3, "seed 11's routing margins");
+    let cfg = OlmoeConfig {
+        hidden_size: C,
+        intermediate_size: F,
+        shared_expert_intermediate_size: Some(FS),
+        ..config(Routing::TokenChoice)
+    };
+    let shared = |x: &[Vec<f64>]| -> Vec<f64> {
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut out = vec![0.0; N * C];
+        for t in 0..N {
+            let h = &x[0][t * C..(t + 1) * C];
+            let act: Vec<f64> = (0..FS)
+                .map(|f| {
+                    let g = dot(h, &x[5][f * C..(f + 1) * C]);
+                    g / (1.0 + (-g).exp()) * dot(h, &x[6][f * C..(f + 1) * C])
+                })
+                .collect();
+            for c in 0..C {
+                out[t * C + c] = dot(&act, &x[7][c * FS..(c + 1) * FS]);
+            }
+        }
+        out
+    };
+    check_op(
+        "moe block with a shared expert",
+        &inputs,
+        |t, v| {
+            let mut w = layer(t, v[1], [v[2], v[3], v[4]]);
+            w.shared_expert = Some(SharedExpert { gate: v[5], up: v[6], down: v[7] });
+            sparse_moe_block(t, v[0], &w, &cfg).0
+        },
+        |x| {
+            let routed = block_reference(x, &served64(&probs64(x), Routing::TokenChoice));
+            routed.iter().zip(shared(x)).map(|(r, s)| r + s).collect()
+        },
+        FWD_TOL,
+        BWD_TOL,
+    );
+}
+
 // ---- config
 
 #[test]
 fn routing_round_trips_through_config_json_and_bad_values_are_named() {
     for routing in [Routing::TokenChoice, capacity(1.25, 4), Routing::ExpertChoice { capacity_factor: 2.0 }] {
-        let c = config(routing);
+        let c = OlmoeConfig { shared_expert_intermediate_size: Some(7), ..config(routing) };
         let text = c.to_json().to_json_pretty();
         assert_eq!(text.contains("moe_routing"), routing != Routing::TokenChoice, "{text}");
         let back = OlmoeConfig::from_json(&json::parse(&text).unwrap(), "config.json").unwrap();
         assert_eq!(back.routing, routing);
+        assert_eq!(back.shared_expert_intermediate_size, Some(7));
     }
     let defaults = r#"{"model_type": "olmoe", "moe_routing": "token_choice_capacity"}"#;
     let c = OlmoeConfig::from_json(&json::parse(defaults).unwrap(), "c.json").unwrap();
@@ -308,4 +367,42 @@ fn routing_round_trips_through_config_json_and_bad_values_are_named() {
         let err = OlmoeConfig::from_json(&json::parse(text).unwrap(), "c.json").unwrap_err().to_string();
         assert!(err.contains(message), "{err}");
     }
+}
+
+#[test]
+fn a_shared_expert_checkpoint_saves_and_loads_under_its_hub_names() {
+    let config = OlmoeConfig {
+        vocab_size: 32,
+        hidden_size: 8,
+        intermediate_size: 4,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        num_experts: 3,
+        num_experts_per_tok: 2,
+        shared_expert_intermediate_size: Some(5),
+        eos_token_id: None,
+        pad_token_id: None,
+        routing: Routing::ExpertChoice { capacity_factor: 2.0 },
+        ..OlmoeConfig::default()
+    };
+    let weights = moe::model::olmoe::Weights::init(&config, &mut Rng::new(3));
+    let dir = std::env::temp_dir().join(format!("moe-shared-expert-{}", std::process::id()));
+    moe::model::hf::save(&dir, &config, &weights).unwrap();
+    let names = moe::checkpoint::Checkpoint::open(&dir)
+        .unwrap()
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    for part in ["gate", "up", "down"] {
+        assert!(names.contains(&format!("model.layers.1.mlp.shared_expert.{part}_proj.weight")), "{names:?}");
+    }
+    let (back_config, back) = moe::model::hf::load(&dir).unwrap();
+    assert_eq!(back_config, config);
+    let flat = |w: &moe::model::olmoe::Weights<Tensor>| -> Vec<f32> {
+        w.named().iter().flat_map(|(_, t)| t.data().to_vec()).collect()
+    };
+    assert_eq!(flat(&back), flat(&weights));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

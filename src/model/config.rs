@@ -37,6 +37,9 @@ pub struct OlmoeConfig {
     pub router_z_loss_coef: f32,
     /// Ours: how tokens meet experts (model/routing.rs); config.json `moe_routing` & co.
     pub routing: Routing,
+    /// The width of an expert every token passes through, added to the routed experts'
+    /// output (OLMoE's shared-expert ablation); None: no shared expert. Qwen2-MoE's key.
+    pub shared_expert_intermediate_size: Option<usize>,
 }
 
 /// The routing variants (model/routing.rs has their math).
@@ -78,6 +81,7 @@ impl Default for OlmoeConfig {
             pad_token_id: Some(1),
             router_z_loss_coef: 0.001,
             routing: Routing::TokenChoice,
+            shared_expert_intermediate_size: None,
         }
     }
 }
@@ -195,6 +199,10 @@ impl OlmoeConfig {
             pad_token_id: token("pad_token_id", d.pad_token_id)?,
             router_z_loss_coef: real("router_z_loss_coef", d.router_z_loss_coef)?,
             routing: routing(v, file)?,
+            shared_expert_intermediate_size: match v.get("shared_expert_intermediate_size") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(count("shared_expert_intermediate_size", 1)?),
+            },
         };
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
@@ -285,6 +293,9 @@ impl OlmoeConfig {
             ("router_z_loss_coef", r(self.router_z_loss_coef)),
         ];
         // Written only when not OLMoE's: a plain OLMoE config stays what transformers writes.
+        if let Some(fs) = self.shared_expert_intermediate_size {
+            fields.push(("shared_expert_intermediate_size", n(fs)));
+        }
         match self.routing {
             Routing::TokenChoice => {}
             Routing::TokenChoiceCapacity { capacity_factor, eval_capacity_factor, min_capacity } => fields

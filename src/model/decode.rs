@@ -206,6 +206,12 @@ impl<'w, 'a> Threads<'_, 'w, 'a> {
                 out_row.iter_mut().zip(y_row).for_each(|(o, y)| *o += weights[at as usize] * y);
             }
         }
+        if let Some(shared) = &w.shared_expert {
+            let (gate, up) = (self.project(h, &shared.gate[0]), self.project(h, &shared.up[0]));
+            let mut act = vec![0.0; gate.len()];
+            swiglu_forward(&mut act, &gate, &up);
+            add(&mut out, &self.project(&act, &shared.down[0]));
+        }
         out
     }
 

@@ -9,6 +9,7 @@
 //!          → experts, each once on its contiguous rows (grouped matmuls):
 //!            y_perm = down_e( silu(gate_e x) ⊙ up_e x )                     (pairs, C)
 //!          → combine: out[t] = Σ_{pairs of t} weight · y_perm[pair]        (N, C)
+//!          [+ shared expert: out += down_s(silu(gate_s h) ⊙ up_s h), every token, weight 1]
 //! ```
 
 use super::config::OlmoeConfig;
@@ -67,7 +68,15 @@ pub fn sparse_moe_block(
     // HF: final_hidden_states.index_add_(0, top_x, current_hidden_states * routing_weights[top_x, idx, None])
     let pair_weights = tape.gather_rows(weights, &routes.weight_at);
     let y_weighted = tape.scale_rows(y_perm, pair_weights);
-    let out = tape.scatter_add_rows(y_weighted, &routes.tokens, n);
+    let mut out = tape.scatter_add_rows(y_weighted, &routes.tokens, n);
+    if let Some(shared) = &w.shared_expert {
+        // Every token, unweighted: out += down(silu(gate h) ⊙ up h).
+        let gate = tape.matmul(h, shared.gate, false, true);
+        let up = tape.matmul(h, shared.up, false, true);
+        let act = tape.swiglu(gate, up);
+        let y = tape.matmul(act, shared.down, false, true);
+        out = tape.add(out, y);
+    }
     (out, RouterOutput { logits, probs, experts: routes.chosen, dropped: routes.dropped })
 }
 

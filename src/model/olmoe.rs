@@ -30,6 +30,18 @@ pub struct LayerWeights<T> {
     pub experts_gate: T,             // (E, F, C)  HF: mlp.experts.{e}.gate_proj, stacked
     pub experts_up: T,               // (E, F, C)  HF: mlp.experts.{e}.up_proj, stacked
     pub experts_down: T,             // (E, C, F)  HF: mlp.experts.{e}.down_proj, stacked
+    /// An expert every token passes through, its output added to the routed experts' (OLMoE's
+    /// shared-expert ablation; config `shared_expert_intermediate_size`). None in OLMoE-1B-7B.
+    pub shared_expert: Option<SharedExpert<T>>,
+}
+
+/// The shared expert's SwiGLU MLP, Fs = shared_expert_intermediate_size wide.
+/// HF names (Qwen2-MoE's): `mlp.shared_expert.{gate,up,down}_proj.weight`.
+#[derive(Clone, Debug)]
+pub struct SharedExpert<T> {
+    pub gate: T, // (Fs, C)
+    pub up: T,   // (Fs, C)
+    pub down: T, // (C, Fs)
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +82,13 @@ impl<T> Weights<T> {
                 (experts("up_proj.weight"), &l.experts_up),
                 (experts("down_proj.weight"), &l.experts_down),
             ]);
+            if let Some(s) = &l.shared_expert {
+                out.extend([
+                    (single(format!("{p}.mlp.shared_expert.gate_proj.weight")), &s.gate),
+                    (single(format!("{p}.mlp.shared_expert.up_proj.weight")), &s.up),
+                    (single(format!("{p}.mlp.shared_expert.down_proj.weight")), &s.down),
+                ]);
+            }
         }
         out.push((single("model.norm.weight".into()), &self.norm));
         if let Some(head) = &self.lm_head {
@@ -94,6 +113,11 @@ impl<T> Weights<T> {
             experts_gate: f(&l.experts_gate),
             experts_up: f(&l.experts_up),
             experts_down: f(&l.experts_down),
+            shared_expert: l.shared_expert.as_ref().map(|s| SharedExpert {
+                gate: f(&s.gate),
+                up: f(&s.up),
+                down: f(&s.down),
+            }),
         };
         let layers = self.layers.iter().map(&mut layer).collect();
         let norm = f(&self.norm);
@@ -120,6 +144,9 @@ impl<T> Weights<T> {
                 &mut l.experts_up,
                 &mut l.experts_down,
             ]);
+            if let Some(s) = &mut l.shared_expert {
+                out.extend([&mut s.gate, &mut s.up, &mut s.down]);
+            }
         }
         out.push(&mut self.norm);
         out.extend(self.lm_head.as_mut());
@@ -146,6 +173,11 @@ impl Weights<Vec<usize>> {
             experts_gate: vec![e, f, c],
             experts_up: vec![e, f, c],
             experts_down: vec![e, c, f],
+            shared_expert: config.shared_expert_intermediate_size.map(|fs| SharedExpert {
+                gate: vec![fs, c],
+                up: vec![fs, c],
+                down: vec![c, fs],
+            }),
         };
         Weights {
             embed_tokens: vec![v, c],
