@@ -10,7 +10,7 @@ pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
     ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", None),
     ("generate", "sample text from a checkpoint with a KV cache", None),
     ("init", "write a randomly initialised checkpoint of any size", None),
-    ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", Some(7)),
+    ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", None),
     ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
     ("tokenizer-train", "train a byte-level BPE tokenizer", None),
     ("tokenize", "print the token ids of a text", None),

@@ -100,7 +100,7 @@ pub fn init(dir: &Path, config: &OlmoeConfig, dtype: Dtype, seed: u64) -> Result
 /// Every tensor of the hub checkpoint, (name, dtype, shape), in `Weights::named` order with the
 /// experts split out (`mlp.experts.{e}.gate_proj.weight`, …). A per-expert tensor is 2-D, a
 /// norm 1-D, so the shape alone says how to initialise it.
-fn hub_tensors(config: &OlmoeConfig, dtype: Dtype) -> Vec<(String, Dtype, Vec<usize>)> {
+pub(crate) fn hub_tensors(config: &OlmoeConfig, dtype: Dtype) -> Vec<(String, Dtype, Vec<usize>)> {
     let mut out = Vec::new();
     for (name, shape) in Weights::shapes(config).named() {
         match name {

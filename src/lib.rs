@@ -33,3 +33,4 @@ pub mod tokenize_cmd;
 pub mod train;
 pub mod train_cmd;
 pub mod trainer;
+pub mod upcycle;

@@ -15,6 +15,7 @@ fn run(argv: &[String]) -> Result<()> {
         "generate" => moe::generate::run(&args),
         "init" => moe::init_cmd::run(&args),
         "train" => moe::train_cmd::run(&args),
+        "upcycle" => moe::upcycle::run(&args),
         "tokenizer-train" => moe::tokenize_cmd::run_train(&args),
         "tokenize" => moe::tokenize_cmd::run_tokenize(&args),
         "detokenize" => moe::tokenize_cmd::run_detokenize(&args),
