@@ -306,6 +306,37 @@ fn the_dense_twin_has_the_active_parameters_of_the_moe() {
     let (config, _) = hf::load(&out).unwrap();
     assert_eq!((config.num_experts, config.num_experts_per_tok, config.intermediate_size), (1, 1, 32));
     assert!(summary.val_loss.is_finite());
+
+    // Upcycled with the binary (4 experts, top-2), then trained on with `--init`: a fresh
+    // optimizer, the dense run's tokenizer, and a loss that keeps falling.
+    let upcycled = temp_dir("dense-upcycled");
+    let bin =
+        |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_moe")).args(args).output().unwrap();
+    let done = bin(&[
+        "upcycle",
+        "--dense",
+        out.to_str().unwrap(),
+        "--num-experts",
+        "4",
+        "--top-k",
+        "2",
+        "--noise",
+        "--out",
+        upcycled.to_str().unwrap(),
+    ]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("4 experts per layer, top-2"));
+    assert!(upcycled.join("tokenizer.json").is_file());
+    let (moe_config, _) = hf::load(&upcycled).unwrap();
+    let continued = temp_dir("dense-upcycled-run");
+    let options = RunOptions { init: Some(upcycled), ..tiny_options(&corpus, &continued) };
+    let after = trainer::start(options, moe_config, None, &mut quiet()).unwrap().expect("ran to the end");
+    assert!(
+        after.val_loss < summary.val_loss + 0.5,
+        "upcycled {} vs dense {}",
+        after.val_loss,
+        summary.val_loss
+    );
 }
 
 #[test]
