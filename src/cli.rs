@@ -4,18 +4,18 @@
 use crate::cpu::threads;
 use crate::error::{Error, Result};
 
-/// (name, one-line summary, the issue that builds it if it is not built yet)
-pub const COMMANDS: &[(&str, &str, Option<u32>)] = &[
-    ("forward", "run a checkpoint on token ids: logits, the three losses, gradients", None),
-    ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus", None),
-    ("generate", "sample text from a checkpoint with a KV cache", None),
-    ("init", "write a randomly initialised checkpoint of any size", None),
-    ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", None),
-    ("analyze", "measure routing: specialisation, saturation, drops", Some(7)),
-    ("tokenizer-train", "train a byte-level BPE tokenizer", None),
-    ("tokenize", "print the token ids of a text", None),
-    ("detokenize", "print the text of token ids", None),
-    ("bench", "matmul GFLOP/s against numpy (and the other benchmarks)", None),
+/// (name, one-line summary)
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("forward", "run a checkpoint on token ids: logits, the three losses, gradients"),
+    ("train", "pretrain an OLMoE-style MoE (or dense) model on a text corpus"),
+    ("generate", "sample text from a checkpoint with a KV cache"),
+    ("init", "write a randomly initialised checkpoint of any size"),
+    ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)"),
+    ("analyze", "measure routing: specialisation, early learning, drops"),
+    ("tokenizer-train", "train a byte-level BPE tokenizer"),
+    ("tokenize", "print the token ids of a text"),
+    ("detokenize", "print the text of token ids"),
+    ("bench", "matmul GFLOP/s against numpy (and the other benchmarks)"),
 ];
 
 /// Flags every command accepts.
@@ -26,9 +26,8 @@ pub fn help_text() -> String {
         "moe — Mixture-of-Experts language models from scratch (OLMoE, OpenMoE)\n\n\
          usage: moe COMMAND [FLAGS]\n\ncommands:\n",
     );
-    for (name, summary, issue) in COMMANDS {
-        let status = issue.map_or(String::new(), |i| format!("  (not yet built: issue #{i})"));
-        s += &format!("  {name:<16} {summary}{status}\n");
+    for (name, summary) in COMMANDS {
+        s += &format!("  {name:<16} {summary}\n");
     }
     s +=
         "\nflags for every command:\n  --threads N      CPU threads (default: MOE_THREADS, else all cores)\n";

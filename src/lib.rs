@@ -23,6 +23,7 @@ pub mod plot;
 pub mod model;
 pub mod sample;
 // 6 commands
+pub mod analyze;
 pub mod bench;
 pub mod bench_decode;
 pub mod cli;

@@ -10,6 +10,7 @@ fn run(argv: &[String]) -> Result<()> {
             print!("{}", cli::help_text());
             Ok(())
         }
+        "analyze" => moe::analyze::run(&args),
         "bench" => moe::bench::run(&args),
         "forward" => moe::forward::run(&args),
         "generate" => moe::generate::run(&args),
@@ -19,13 +20,8 @@ fn run(argv: &[String]) -> Result<()> {
         "tokenizer-train" => moe::tokenize_cmd::run_train(&args),
         "tokenize" => moe::tokenize_cmd::run_tokenize(&args),
         "detokenize" => moe::tokenize_cmd::run_detokenize(&args),
-        other => match cli::COMMANDS.iter().find(|(name, _, _)| *name == other) {
-            Some((_, _, Some(issue))) => {
-                Err(Error::invalid(format!("moe {other}"), format!("not yet built (issue #{issue})")))
-            }
-            _ => Err(Error::invalid(format!("command '{other}'"), "unknown command")
-                .with_hint("`moe --help` lists the commands")),
-        },
+        other => Err(Error::invalid(format!("command '{other}'"), "unknown command")
+            .with_hint("`moe --help` lists the commands")),
     }
 }
 

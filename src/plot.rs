@@ -1,5 +1,6 @@
-//! Loss curves as a hand-written SVG: training loss (every step) and validation loss (its
-//! points), on shared axes, with ticks. The file is plain text a browser opens.
+//! Line plots as hand-written SVG: loss curves (training loss every step, validation loss at
+//! its points) and routing analyses, on shared axes, with ticks. The file is plain text a
+//! browser opens.
 
 use std::fmt::Write;
 
@@ -15,8 +16,14 @@ const HEIGHT: f64 = 420.0;
 /// Margins: left, right, top, bottom.
 const MARGIN: (f64, f64, f64, f64) = (64.0, 20.0, 36.0, 48.0);
 
-/// An SVG drawing `curves` against the step, titled `title`. Non-finite points are skipped.
+/// An SVG drawing loss `curves` against the step, titled `title`.
 pub fn loss_svg(title: &str, curves: &[Curve<'_>]) -> String {
+    line_svg(title, "step", "loss (nats/token)", curves)
+}
+
+/// An SVG drawing `curves` (x ≥ 0) with axes labelled `x_label` and `y_label`, titled
+/// `title`. Non-finite points are skipped.
+pub fn line_svg(title: &str, x_label: &str, y_label: &str, curves: &[Curve<'_>]) -> String {
     let finite =
         || curves.iter().flat_map(|c| c.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
@@ -72,7 +79,7 @@ pub fn loss_svg(title: &str, curves: &[Curve<'_>]) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">step</text><text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {2})">loss (nats/token)</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text><text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {2})">{y_label}</text>"#,
         left + plot_w / 2.0,
         HEIGHT - 8.0,
         top + plot_h / 2.0
