@@ -3,7 +3,7 @@ CARGO ?= cargo
 THREADS ?=
 MOE = ./target/release/moe
 
-.PHONY: all build test bench train generate clean
+.PHONY: all build test bench train generate experiments clean
 
 all: build
 
@@ -34,6 +34,10 @@ export PROMPT
 generate: build
 	@test -f $(RUN)/model.safetensors || { echo "make generate: no trained model in $(RUN)/ yet: run 'make train' first (about 11 minutes on 2 cores)" >&2; exit 1; }
 	$(MOE) generate --model $(RUN) --prompt "$$(printf '%b' "$$PROMPT")" $(if $(THREADS),--threads $(THREADS))
+
+# Small-scale OLMoE ablations (not part of `make test`): weights/experiments/REPORT.md.
+experiments: build
+	$(MOE) experiments $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	$(CARGO) clean

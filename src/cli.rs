@@ -12,6 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("init", "write a randomly initialised checkpoint of any size"),
     ("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)"),
     ("analyze", "measure routing: specialisation, early learning, drops"),
+    ("experiments", "small-scale OLMoE ablations: a report of paired runs"),
     ("tokenizer-train", "train a byte-level BPE tokenizer"),
     ("tokenize", "print the token ids of a text"),
     ("detokenize", "print the text of token ids"),

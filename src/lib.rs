@@ -27,6 +27,7 @@ pub mod analyze;
 pub mod bench;
 pub mod bench_decode;
 pub mod cli;
+pub mod experiments;
 pub mod forward;
 pub mod generate;
 pub mod init_cmd;

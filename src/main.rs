@@ -12,6 +12,7 @@ fn run(argv: &[String]) -> Result<()> {
         }
         "analyze" => moe::analyze::run(&args),
         "bench" => moe::bench::run(&args),
+        "experiments" => moe::experiments::run(&args),
         "forward" => moe::forward::run(&args),
         "generate" => moe::generate::run(&args),
         "init" => moe::init_cmd::run(&args),
