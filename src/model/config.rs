@@ -35,14 +35,14 @@ pub struct OlmoeConfig {
     pub pad_token_id: Option<u32>,
     /// Ours: the router z-loss weight (OLMoE's training yml: moe_zloss_weight 0.001).
     pub router_z_loss_coef: f32,
-    /// Ours: how tokens meet experts (model/routing.rs); config.json `moe_routing` & co.
+    /// Ours: how tokens meet experts (model/routing/); config.json `moe_routing` & co.
     pub routing: Routing,
     /// The width of an expert every token passes through, added to the routed experts'
     /// output (OLMoE's shared-expert ablation); None: no shared expert. Qwen2-MoE's key.
     pub shared_expert_intermediate_size: Option<usize>,
 }
 
-/// The routing variants (model/routing.rs has their math).
+/// The routing variants (model/routing/ has their math).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Routing {
     /// Each token's top-K experts, all served (OLMoE). `moe_routing: "token_choice"`.

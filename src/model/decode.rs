@@ -8,7 +8,7 @@
 //!             append k, v to the layer's cache                             (p0+T, Hkv·D)
 //!             x += softmax(q·K_cacheᵀ/√D + causal) · V_cache · Woᵀ
 //!             h = post_attention_layernorm(x)
-//!             p = softmax(h·Wrᵀ), routes (model/routing.rs; top-K per token unless configured)
+//!             p = softmax(h·Wrᵀ), routes (model/routing/; top-K per token unless configured)
 //!             x += Σ_routed e  w_e · down_e(silu(gate_e h) ⊙ up_e h)        only routed experts read
 //! logits = norm(x[T−1]) · lm_headᵀ                                         (V), last token only
 //! ```

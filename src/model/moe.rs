@@ -1,8 +1,8 @@
 //! The sparse MoE block (HF `OlmoeSparseMoeBlock`) and its aux losses. Which tokens go to
-//! which experts is model/routing.rs's choice (dropless token choice unless configured).
+//! which experts is model/routing/'s choice (dropless token choice unless configured).
 //! ```text
 //! h (N, C) → router logits = h·Wrᵀ (N, E) → p = softmax (f32)
-//!          → routes (routing.rs): the served (token, expert) pairs, sorted by expert, with
+//!          → routes (routing/): the served (token, expert) pairs, sorted by expert, with
 //!            offsets (E + 1), and each pair's weight: a top-K probability (token choice;
 //!            renormalised over the K when norm_topk_prob) or p_{t,e} (expert choice)
 //!          → x_perm = h[token of each pair]                                (pairs, C)
