@@ -22,7 +22,8 @@ pub struct StepStats {
     pub z: f32,
     /// The global gradient norm before clipping.
     pub grad_norm: f32,
-    /// (L, E): per layer, the share of routed (token, slot) pairs each expert received.
+    /// (L, E): per layer, the share of the rows the experts computed that each one computed
+    /// (served (token, expert) pairs; after any capacity drop).
     pub expert_load: Vec<Vec<f32>>,
 }
 
@@ -81,8 +82,10 @@ pub fn train_step(
         }
         stats.loss += tape.value(total).item();
         for (load, router) in stats.expert_load.iter_mut().zip(&out.routers) {
-            let per_pair = share / router.experts.len() as f32;
-            router.experts.iter().for_each(|&e| load[e as usize] += per_pair);
+            let rows: usize = router.served.iter().sum();
+            load.iter_mut()
+                .zip(&router.served)
+                .for_each(|(l, &s)| *l += share * s as f32 / rows.max(1) as f32);
         }
         let micro = weight_grads(weights, &vars, &tape.backward(total));
         grads = Some(match grads {

@@ -260,6 +260,7 @@ fn a_token_whose_picks_are_all_dropped_gets_exactly_zero() {
     assert_eq!(&out[2 * C..3 * C], &[0.0; C], "t2's MoE output");
     assert!(out[..2 * C].iter().chain(&out[3 * C..]).all(|&v| v != 0.0), "every other token is served");
     assert_eq!(router_out.dropped.iter().filter(|&&d| d).count(), 6);
+    assert_eq!(router_out.served, [2, 2, 2], "each expert computed its capacity's rows");
 }
 
 #[test]
@@ -276,6 +277,7 @@ fn expert_choice_has_no_load_balancing_loss() {
         ..config(Routing::ExpertChoice { capacity_factor: 1.0 })
     };
     let (_, r) = sparse_moe_block(&mut tape, h, &w, &cfg);
+    assert_eq!(r.served, [4, 4, 4], "every expert takes C = ⌊1 · 6 · 2 / 3⌋ tokens");
     for norm in [LoadBalance::HuggingFace, LoadBalance::OlmoeTraining] {
         let aux = load_balancing_loss(&mut tape, std::slice::from_ref(&r), E, norm);
         assert_eq!(tape.value(aux).item(), 0.0);

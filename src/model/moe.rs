@@ -29,6 +29,8 @@ pub struct RouterOutput {
     pub experts: Vec<u32>,
     /// Token choice: per (token, rank) pick, whether capacity dropped it (all false dropless).
     pub dropped: Vec<bool>,
+    /// Rows each expert computed (E): its load, whatever the routing.
+    pub served: Vec<usize>,
 }
 
 /// h: (N, C) → (N, C), and the router's output for the losses.
@@ -77,7 +79,8 @@ pub fn sparse_moe_block(
         let y = tape.matmul(act, shared.down, false, true);
         out = tape.add(out, y);
     }
-    (out, RouterOutput { logits, probs, experts: routes.chosen, dropped: routes.dropped })
+    let served = routes.offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    (out, RouterOutput { logits, probs, experts: routes.chosen, dropped: routes.dropped, served })
 }
 
 // ---- Aux losses
