@@ -162,6 +162,12 @@ pub fn run(args: &Args) -> Result<()> {
             min_capacity: 4,
         };
     }
+    if let Routing::ExpertChoice { .. } = config.routing {
+        return Err(Error::invalid(
+            format!("moe analyze: {}", dir.join("config.json").display()),
+            "routes by expert choice; these statistics are about tokens choosing experts (token choice)",
+        ));
+    }
     let seq = args.count("seq")?.unwrap_or(256).min(config.max_position_embeddings);
     let max_tokens = args.count("max-tokens")?.unwrap_or(65536);
     let tokenizer_path = dir.join("tokenizer.json");

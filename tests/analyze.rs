@@ -102,5 +102,14 @@ fn the_command_prints_its_tables_and_writes_plots() {
             "{svg}"
         );
     }
+    // Expert choice has no token picks to analyse: a clear error, not a panic.
+    let config_path = model.join("config.json");
+    let text_config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, text_config.replacen('{', r#"{"moe_routing": "expert_choice","#, 1))
+        .unwrap();
+    let out = moe(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes by expert choice"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
