@@ -168,8 +168,20 @@ pub fn run(args: &Args) -> Result<()> {
             "routes by expert choice; these statistics are about tokens choosing experts (token choice)",
         ));
     }
-    let seq = args.count("seq")?.unwrap_or(256).min(config.max_position_embeddings);
+    let seq = args.count("seq")?.unwrap_or(256.min(config.max_position_embeddings));
+    if seq > config.max_position_embeddings {
+        return Err(Error::invalid(
+            "--seq",
+            format!("{seq} is past the model's max_position_embeddings {}", config.max_position_embeddings),
+        ));
+    }
     let max_tokens = args.count("max-tokens")?.unwrap_or(65536);
+    if max_tokens < seq {
+        return Err(Error::invalid(
+            "--max-tokens",
+            format!("{max_tokens} is less than one sequence (--seq {seq})"),
+        ));
+    }
     let tokenizer_path = dir.join("tokenizer.json");
     if !tokenizer_path.is_file() {
         return Err(Error::invalid(

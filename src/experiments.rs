@@ -1,8 +1,8 @@
 //! `moe experiments` (`make experiments`): small-scale versions of the OLMoE paper's ablations
 //! (SPEC.md §2.4) on the bundled corpus, each a pair of short runs with equal active compute,
 //! and a report: weights/experiments/REPORT.md with the final validation losses, tokens/s and
-//! loss curves. A finished run keeps its result.json, so an interrupted `make experiments`
-//! picks up where it stopped.
+//! loss curves. A finished run keeps its result.json (steps, config, outcome) and is reused
+//! while they match, so an interrupted `make experiments` restarts at the unfinished run.
 //! ```text
 //! MoE vs dense         16 experts top-4, width F      vs  one expert 4F wide (the dense twin)
 //! granularity          8 experts top-1, width 4F      vs  32 experts top-4, width F
@@ -217,7 +217,8 @@ fn train(run: &Run, steps: u64, out: &Path) -> Result<Outcome> {
     if let Ok(text) = std::fs::read_to_string(&result_path) {
         let v = json::parse(&text).map_err(|e| e.in_file(&result_path))?;
         let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-        if num("steps") == steps as f64 {
+        // Reused only if it is this very run: same steps, same model.
+        if num("steps") == steps as f64 && v.get("config") == Some(&run.config.to_json()) {
             return Ok(Outcome {
                 val_loss: num("val_loss"),
                 tokens_per_s: num("tokens_per_s"),
@@ -247,16 +248,18 @@ fn train(run: &Run, steps: u64, out: &Path) -> Result<Outcome> {
         checkpoint_every: steps,
         ..RunOptions::default()
     };
+    let batch_tokens = options.batch_tokens;
     eprintln!("experiments: {} ({}), {steps} steps", run.name, run.label);
     let summary = trainer::start(options, run.config.clone(), None, &mut |e| {
         if let Event::Validation { step, loss } = e {
             eprintln!("  step {step}: validation loss {loss:.4}");
         }
     })?
-    .expect("runs to the end");
-    let tokens_per_s = (steps * 8 * 256) as f64 / summary.train_seconds.max(1e-9);
+    .ok_or_else(|| Error::invalid(format!("moe experiments: {}", run.name), "stopped before its end"))?;
+    let tokens_per_s = (steps as usize * batch_tokens) as f64 / summary.train_seconds.max(1e-9);
     let result = Value::Object(vec![
         ("steps".into(), Value::Number(steps as f64)),
+        ("config".into(), run.config.to_json()),
         ("val_loss".into(), Value::Float(summary.val_loss)),
         ("tokens_per_s".into(), Value::Float(tokens_per_s)),
     ]);

@@ -7,8 +7,10 @@
 //!               router  ← N(0, 0.02)          (the script's comment: an all-ones init did worse)
 //! everything else (embeddings, attention, norms, lm_head) is copied
 //! ```
-//! With every expert the same MLP and the top-K weights renormalised, the upcycled model
-//! computes exactly the dense model's function (tests/upcycle.rs checks this).
+//! With every expert the same MLP and the top-K weights renormalised (norm_topk_prob true),
+//! the upcycled model computes exactly the dense model's function (tests/upcycle.rs checks
+//! this). The output keeps the dense config's norm_topk_prob (OLMoE's default, false): then
+//! each layer's MLP output starts scaled by the chosen experts' router mass, about K/E.
 //!
 //! The dense model is our own (`moe train --dense`: an OLMoE with one expert) or any Hugging
 //! Face directory in OLMoE's layout whose MLP is `mlp.experts.0.*` or plain `mlp.*_proj`

@@ -143,7 +143,7 @@ fn sort_dispatch_matches_the_per_token_loop() {
             &inputs,
             |t, v| {
                 let w = layer(t, v[1], [v[2], v[3], v[4]]);
-                sparse_moe_block(t, v[0], &w, &cfg).0
+                sparse_moe_block(t, v[0], &w, &cfg, N).0
             },
             |x| moe_reference(x, k, renorm),
             FWD_TOL,
@@ -190,7 +190,7 @@ fn load_balancing_and_z_losses_match_their_formulas() {
             .map(|l| {
                 let experts = [[E, F, C], [E, F, C], [E, C, F]].map(|s| t.constant(Tensor::zeros(&s)));
                 let w = layer(t, v[2 * l + 1], experts);
-                sparse_moe_block(t, v[2 * l], &w, &cfg).1
+                sparse_moe_block(t, v[2 * l], &w, &cfg, N).1
             })
             .collect::<Vec<_>>()
     };

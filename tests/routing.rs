@@ -36,7 +36,7 @@ fn probs() -> Vec<f32> {
 
 #[test]
 fn dropless_token_choice_serves_every_pick() {
-    let r = route(&probs(), &config(Routing::TokenChoice));
+    let r = route(&probs(), 6, &config(Routing::TokenChoice));
     assert_eq!(r.chosen, [0, 1, 0, 2, 0, 1, 1, 2, 1, 2, 2, 0]);
     assert_eq!(r.dropped, [false; 12]);
     // By expert, in pick order (pick = token·2 + rank).
@@ -51,7 +51,7 @@ fn capacity_serves_first_choices_first_then_earlier_tokens() {
     // C = max(1, ⌊2 · 0.5 · 6 / 3⌋) = 2 picks per expert.
     //   rank 0: t0→e0 ✓, t1→e0 ✓, t2→e0 ✗ (e0 full), t3→e1 ✓, t4→e1 ✓, t5→e2 ✓
     //   rank 1: t0→e1 ✗, t1→e2 ✓, t2→e1 ✗, t3→e2 ✗, t4→e2 ✗, t5→e0 ✗
-    let r = route(&probs(), &config(capacity(0.5, 1)));
+    let r = route(&probs(), 6, &config(capacity(0.5, 1)));
     let dropped: Vec<usize> = (0..12).filter(|&p| r.dropped[p]).collect();
     assert_eq!(dropped, [1, 4, 5, 7, 9, 11]);
     assert_eq!(r.weight_at, [0, 2, 6, 8, 3, 10]);
@@ -59,15 +59,19 @@ fn capacity_serves_first_choices_first_then_earlier_tokens() {
     assert_eq!(r.offsets, [0, 2, 4, 6]);
     assert_eq!(
         r.chosen,
-        route(&probs(), &config(Routing::TokenChoice)).chosen,
+        route(&probs(), 6, &config(Routing::TokenChoice)).chosen,
         "LB counts the picks before drops"
     );
+    // Each sequence is its own group: two copies of the six tokens drop the same picks each.
+    let twice = route(&[probs(), probs()].concat(), 6, &config(capacity(0.5, 1)));
+    let dropped_twice: Vec<usize> = (0..24).filter(|&p| twice.dropped[p]).collect();
+    assert_eq!(dropped_twice, [1, 4, 5, 7, 9, 11, 13, 16, 17, 19, 21, 23]);
     // min_capacity rules when the factor gives less: C = max(4, 2) serves every pick here.
-    assert_eq!(route(&probs(), &config(capacity(0.5, 4))).dropped, [false; 12]);
+    assert_eq!(route(&probs(), 6, &config(capacity(0.5, 4))).dropped, [false; 12]);
     // The evaluation factor 2.0: C = 8, nothing dropped.
     let eval = config(capacity(0.5, 1)).for_evaluation();
     assert_eq!(eval.routing, capacity(2.0, 1));
-    assert_eq!(route(&probs(), &eval).dropped, [false; 12]);
+    assert_eq!(route(&probs(), 6, &eval).dropped, [false; 12]);
 }
 
 #[test]
@@ -76,16 +80,16 @@ fn expert_choice_takes_each_experts_top_tokens() {
     //   e0: p = .6 .5 .7 .1 .2 .3 → t2, t0, t1, t5
     //   e1: p = .3 .2 .2 .6 .5 .3 → t3, t4, t0, t5 (0.3 tie: lower token first)
     //   e2: p = .1 .3 .1 .3 .3 .4 → t5, t1, t3, t4 (t2 and t0 left out)
-    let r = route(&probs(), &config(Routing::ExpertChoice { capacity_factor: 1.0 }));
+    let r = route(&probs(), 6, &config(Routing::ExpertChoice { capacity_factor: 1.0 }));
     assert_eq!(r.tokens, [0, 1, 2, 5, 0, 3, 4, 5, 1, 3, 4, 5]);
     assert_eq!(r.offsets, [0, 4, 8, 12]);
     assert_eq!(r.weight_at, [0, 3, 6, 15, 1, 10, 13, 16, 5, 11, 14, 17]); // t·E + e into p
     assert_eq!(r.weights_from, WeightsFrom::Probs);
     assert!(r.chosen.is_empty() && r.dropped.is_empty());
     // A tiny factor still gives each expert one token; a huge one at most every token.
-    let one = route(&probs(), &config(Routing::ExpertChoice { capacity_factor: 0.01 }));
+    let one = route(&probs(), 6, &config(Routing::ExpertChoice { capacity_factor: 0.01 }));
     assert_eq!((one.tokens.clone(), one.offsets.clone()), (vec![2, 3, 5], vec![0, 1, 2, 3]));
-    assert_eq!(route(&probs(), &config(Routing::ExpertChoice { capacity_factor: 9.0 })).tokens.len(), 18);
+    assert_eq!(route(&probs(), 6, &config(Routing::ExpertChoice { capacity_factor: 9.0 })).tokens.len(), 18);
 }
 
 // ---- the block: exact outputs and gradients against a per-token twin
@@ -233,7 +237,7 @@ fn the_block_under_each_routing_matches_the_twin_forward_and_backward() {
             &inputs,
             |t, v| {
                 let w = layer(t, v[1], [v[2], v[3], v[4]]);
-                sparse_moe_block(t, v[0], &w, &cfg).0
+                sparse_moe_block(t, v[0], &w, &cfg, N).0
             },
             |x| block_reference(x, &served64(&probs64(x), routing)),
             FWD_TOL,
@@ -255,7 +259,7 @@ fn a_token_whose_picks_are_all_dropped_gets_exactly_zero() {
     let experts = [[E, F, C], [E, F, C], [E, C, F]].map(|s| tape.constant(rand(&s, &mut rng)));
     let w = layer(&mut tape, router, experts);
     let cfg = OlmoeConfig { hidden_size: C, intermediate_size: F, ..config(capacity(0.5, 1)) };
-    let (out, router_out) = sparse_moe_block(&mut tape, h, &w, &cfg);
+    let (out, router_out) = sparse_moe_block(&mut tape, h, &w, &cfg, N);
     let out = tape.value(out).data().to_vec();
     assert_eq!(&out[2 * C..3 * C], &[0.0; C], "t2's MoE output");
     assert!(out[..2 * C].iter().chain(&out[3 * C..]).all(|&v| v != 0.0), "every other token is served");
@@ -276,7 +280,7 @@ fn expert_choice_has_no_load_balancing_loss() {
         intermediate_size: F,
         ..config(Routing::ExpertChoice { capacity_factor: 1.0 })
     };
-    let (_, r) = sparse_moe_block(&mut tape, h, &w, &cfg);
+    let (_, r) = sparse_moe_block(&mut tape, h, &w, &cfg, N);
     assert_eq!(r.served, [4, 4, 4], "every expert takes C = ⌊1 · 6 · 2 / 3⌋ tokens");
     for norm in [LoadBalance::HuggingFace, LoadBalance::OlmoeTraining] {
         let aux = load_balancing_loss(&mut tape, std::slice::from_ref(&r), E, norm);
@@ -330,7 +334,7 @@ fn a_shared_expert_adds_its_mlp_to_every_token() {
         |t, v| {
             let mut w = layer(t, v[1], [v[2], v[3], v[4]]);
             w.shared_expert = Some(SharedExpert { gate: v[5], up: v[6], down: v[7] });
-            sparse_moe_block(t, v[0], &w, &cfg).0
+            sparse_moe_block(t, v[0], &w, &cfg, N).0
         },
         |x| {
             let routed = block_reference(x, &served64(&probs64(x), Routing::TokenChoice));
@@ -357,6 +361,14 @@ fn routing_round_trips_through_config_json_and_bad_values_are_named() {
     let c = OlmoeConfig::from_json(&json::parse(defaults).unwrap(), "c.json").unwrap();
     assert_eq!(c.routing, capacity(1.25, 4)); // OpenMoE's: 1.25 training, 2.0 evaluation, min 4
     for (text, message) in [
+        (
+            r#"{"model_type": "olmoe", "moe_routing": "token_choice_capacity", "moe_min_capacity": 0}"#,
+            "c.json: field 'moe_min_capacity': expected a positive whole number",
+        ),
+        (
+            r#"{"model_type": "olmoe", "moe_routing": "token_choice_capacity", "norm_topk_prob": true}"#,
+            "capacity routing combines raw probabilities (OpenMoE): norm_topk_prob must be false",
+        ),
         (
             r#"{"model_type": "olmoe", "moe_routing": "switch"}"#,
             "c.json: field 'moe_routing': \"switch\" is not a routing",

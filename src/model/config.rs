@@ -237,6 +237,11 @@ impl OlmoeConfig {
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
+        if self.norm_topk_prob && matches!(self.routing, Routing::TokenChoiceCapacity { .. }) {
+            return fail(
+                "capacity routing combines raw probabilities (OpenMoE): norm_topk_prob must be false".into(),
+            );
+        }
         if self.num_experts_per_tok > self.num_experts {
             return fail(format!(
                 "num_experts_per_tok {} exceeds num_experts {}",
@@ -336,8 +341,9 @@ fn routing(v: &Value, file: &str) -> Result<Routing> {
                 None => 4,
                 Some(x) => x
                     .as_u64()
+                    .filter(|&c| c > 0)
                     .map(|c| c as usize)
-                    .ok_or_else(|| bad("moe_min_capacity", "expected a whole number".into()))?,
+                    .ok_or_else(|| bad("moe_min_capacity", "expected a positive whole number".into()))?,
             },
         }),
         Some(Some("expert_choice")) => {

@@ -179,7 +179,7 @@ impl<'w, 'a> Threads<'_, 'w, 'a> {
         let logits = self.project(h, &w.router[0]);
         let mut probs = vec![0.0; t * e];
         softmax_forward(&mut probs, &logits, e);
-        let routes = route(&probs, config);
+        let routes = route(&probs, t, config); // the step's tokens are one group
         let weights = match routes.weights_from {
             WeightsFrom::TopK => {
                 let (mut top, mut chosen) = (vec![0.0; t * k], vec![0u32; t * k]);

@@ -33,19 +33,21 @@ pub struct RouterOutput {
     pub served: Vec<usize>,
 }
 
-/// h: (N, C) → (N, C), and the router's output for the losses.
+/// h: (N, C) → (N, C), N = sequences of `seq` tokens (each its own routing group), and the
+/// router's output for the losses.
 pub fn sparse_moe_block(
     tape: &mut Tape,
     h: Var,
     w: &LayerWeights<Var>,
     config: &OlmoeConfig,
+    seq: usize,
 ) -> (Var, RouterOutput) {
     let (n, k, e) = (tape.shape(h)[0], config.num_experts_per_tok, config.num_experts);
     // HF: router_logits = self.gate(hidden_states)
     //     routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
     let logits = tape.matmul(h, w.router, false, true);
     let probs = tape.softmax(logits);
-    let routes = route(tape.value(probs).data(), config);
+    let routes = route(tape.value(probs).data(), seq, config);
     let weights = match routes.weights_from {
         WeightsFrom::TopK => {
             // HF: routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)

@@ -229,7 +229,7 @@ pub fn forward(
         let attn = attention(tape, h, layer, config, batch, seq);
         x = tape.add(x, attn);
         let h = tape.rmsnorm(x, layer.post_attention_layernorm, eps);
-        let (moe, router) = sparse_moe_block(tape, h, layer, config);
+        let (moe, router) = sparse_moe_block(tape, h, layer, config, seq);
         x = tape.add(x, moe);
         routers.push(router);
     }

@@ -41,18 +41,24 @@ pub struct Routes {
     pub dropped: Vec<bool>,
 }
 
-/// The routes for router probabilities `probs` (N, E) under `config.routing`.
-pub fn route(probs: &[f32], config: &OlmoeConfig) -> Routes {
+/// The routes for router probabilities `probs` (N, E) under `config.routing`. Capacities
+/// apply per group of `group` consecutive tokens (a sequence), so one sequence's routing never
+/// depends on another's, nor on the batch size.
+pub fn route(probs: &[f32], group: usize, config: &OlmoeConfig) -> Routes {
     let (e, k) = (config.num_experts, config.num_experts_per_tok);
     assert!(probs.len().is_multiple_of(e), "route: {} probabilities for {e} experts", probs.len());
     let n = probs.len() / e;
+    assert!(group > 0, "route: empty groups");
     match config.routing {
-        Routing::TokenChoice => token_choice::route(probs, n, e, k, None),
+        Routing::TokenChoice => token_choice::route(probs, n, group, e, k, None),
         Routing::TokenChoiceCapacity { capacity_factor, min_capacity, .. } => {
-            let capacity = ((k as f64 * capacity_factor as f64 * n as f64 / e as f64).floor() as usize)
+            let size = group.min(n);
+            let capacity = ((k as f64 * capacity_factor as f64 * size as f64 / e as f64).floor() as usize)
                 .max(min_capacity);
-            token_choice::route(probs, n, e, k, Some(capacity))
+            token_choice::route(probs, n, group, e, k, Some(capacity))
         }
-        Routing::ExpertChoice { capacity_factor } => expert_choice::route(probs, n, e, k, capacity_factor),
+        Routing::ExpertChoice { capacity_factor } => {
+            expert_choice::route(probs, n, group, e, k, capacity_factor)
+        }
     }
 }
