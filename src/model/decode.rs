@@ -22,7 +22,7 @@ use crate::cpu::gemm::Kernel;
 use crate::cpu::linear::{linear_with, Helpers, Matrix};
 use crate::ops::attention::{attention_forward, rope_forward, AttentionDims};
 use crate::ops::dense::{clamp_forward, rmsnorm_forward, softmax_forward, swiglu_forward};
-use crate::ops::moe::{renormalize_rows_forward, topk_forward};
+use crate::ops::moe::renormalize_rows_forward;
 use crate::tensor::Tensor;
 
 /// Every weight for inference: one matrix each (a norm weight is 1 × C), except the stacked
@@ -182,8 +182,9 @@ impl<'w, 'a> Threads<'_, 'w, 'a> {
         let routes = route(&probs, t, config); // the step's tokens are one group
         let weights = match routes.weights_from {
             WeightsFrom::TopK => {
-                let (mut top, mut chosen) = (vec![0.0; t * k], vec![0u32; t * k]);
-                topk_forward(&mut top, &mut chosen, &probs, e, k);
+                // Each pick's probability: the top-K values, best first.
+                let mut top: Vec<f32> =
+                    routes.chosen.iter().enumerate().map(|(p, &x)| probs[p / k * e + x as usize]).collect();
                 if config.norm_topk_prob {
                     let unnormalised = top.clone();
                     renormalize_rows_forward(&mut top, &unnormalised, k);

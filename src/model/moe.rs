@@ -51,7 +51,9 @@ pub fn sparse_moe_block(
     let weights = match routes.weights_from {
         WeightsFrom::TopK => {
             // HF: routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)
-            let (mut top, _) = tape.topk(probs, k);
+            let (mut top, top_experts) = tape.topk(probs, k);
+            // The same sort as routing's (topk_forward), so the weights line up with the picks.
+            assert_eq!(top_experts, routes.chosen, "sparse_moe_block: top-k and routes disagree");
             if config.norm_topk_prob {
                 // HF: routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
                 top = tape.renormalize_rows(top);
