@@ -217,8 +217,9 @@ fn train(run: &Run, steps: u64, out: &Path) -> Result<Outcome> {
     if let Ok(text) = std::fs::read_to_string(&result_path) {
         let v = json::parse(&text).map_err(|e| e.in_file(&result_path))?;
         let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-        // Reused only if it is this very run: same steps, same model.
-        if num("steps") == steps as f64 && v.get("config") == Some(&run.config.to_json()) {
+        // Reused only if it is this very run: same steps, same model (its config.json text).
+        let config = run.config.to_json().to_json();
+        if num("steps") == steps as f64 && v.get("config").and_then(Value::as_str) == Some(config.as_str()) {
             return Ok(Outcome {
                 val_loss: num("val_loss"),
                 tokens_per_s: num("tokens_per_s"),
@@ -259,7 +260,7 @@ fn train(run: &Run, steps: u64, out: &Path) -> Result<Outcome> {
     let tokens_per_s = (steps as usize * batch_tokens) as f64 / summary.train_seconds.max(1e-9);
     let result = Value::Object(vec![
         ("steps".into(), Value::Number(steps as f64)),
-        ("config".into(), run.config.to_json()),
+        ("config".into(), Value::String(run.config.to_json().to_json())),
         ("val_loss".into(), Value::Float(summary.val_loss)),
         ("tokens_per_s".into(), Value::Float(tokens_per_s)),
     ]);
