@@ -1,6 +1,8 @@
 //! `moe analyze`: the routing statistics on synthetic routers (one that routes by token id
 //! alone scores 100% specialisation, a random one scores chance), by hand, and the command.
 
+mod common;
+
 use moe::analyze::{agreement, drop_by_position, shuffled_baseline, specialisation, MIN_SEEN};
 use moe::rng::Rng;
 use std::path::Path;
@@ -64,27 +66,9 @@ fn the_command_prints_its_tables_and_writes_plots() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = r#"{"model_type": "olmoe", "vocab_size": 50304, "hidden_size": 32, "intermediate_size": 16,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2,
-        "max_position_embeddings": 64, "initializer_range": 0.2, "eos_token_id": 50279, "pad_token_id": 1}"#;
-    std::fs::write(dir.join("in.json"), config).unwrap();
     let moe = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_moe")).args(args).output().unwrap();
     let model = dir.join("model");
-    let out = moe(&[
-        "init",
-        "--config",
-        dir.join("in.json").to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-        "--dtype",
-        "f32",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::copy(
-        root.join("tests/golden/tokenizer/olmoe-gpt-neox-olmo-dolma-v1_5.json"),
-        model.join("tokenizer.json"),
-    )
-    .unwrap();
+    common::tiny_model_with_olmo_tokenizer(&model);
     let text = root.join("data/shakespeare/hamlet.txt");
     let m = model.to_str().unwrap();
     let args =

@@ -3,6 +3,8 @@
 //! (tests/golden/make_generate_golden.py), F32 single-file and BF16 sharded; and `moe generate`
 //! as a user meets it: streamed text, --print-ids, seeds, and bad input.
 
+mod common;
+
 use moe::json::{self, Value};
 use moe::model::decode::Decoder;
 use moe::model::hf;
@@ -96,16 +98,7 @@ fn prompt_ids_without_a_tokenizer_print_only_ids() {
 fn model_with_tokenizer(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("moe-generate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = r#"{"model_type": "olmoe", "vocab_size": 50304, "hidden_size": 32, "intermediate_size": 16,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2,
-        "max_position_embeddings": 64, "initializer_range": 0.2, "eos_token_id": 50279, "pad_token_id": 1}"#;
-    std::fs::write(dir.join("in.json"), config).unwrap();
-    let out =
-        moe(&["init", "--config", dir.join("in.json").to_str().unwrap(), "--out", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::copy(golden().join("tokenizer/olmoe-gpt-neox-olmo-dolma-v1_5.json"), dir.join("tokenizer.json"))
-        .unwrap();
+    common::tiny_model_with_olmo_tokenizer(&dir);
     dir
 }
 

@@ -6,7 +6,6 @@ use common::*;
 use moe::autograd::{Tape, Var};
 use moe::model::config::OlmoeConfig;
 use moe::model::moe::{load_balancing_loss, router_z_loss, sparse_moe_block, LoadBalance};
-use moe::model::olmoe::LayerWeights;
 use moe::rng::Rng;
 use moe::tensor::Tensor;
 
@@ -38,26 +37,6 @@ fn inputs(seed: u64) -> Vec<Input> {
         param(rand(&[E, F, C], &mut rng)),
         param(rand(&[E, C, F], &mut rng)),
     ]
-}
-
-/// A layer with the given router and experts (gate, up, down); attention weights unused here.
-fn layer(t: &mut Tape, router: Var, [experts_gate, experts_up, experts_down]: [Var; 3]) -> LayerWeights<Var> {
-    let unused = t.constant(Tensor::zeros(&[1]));
-    LayerWeights {
-        input_layernorm: unused,
-        q_proj: unused,
-        k_proj: unused,
-        v_proj: unused,
-        o_proj: unused,
-        q_norm: unused,
-        k_norm: unused,
-        post_attention_layernorm: unused,
-        router,
-        experts_gate,
-        experts_up,
-        experts_down,
-        shared_expert: None,
-    }
 }
 
 fn softmax(x: &[f64]) -> Vec<f64> {
@@ -142,7 +121,7 @@ fn sort_dispatch_matches_the_per_token_loop() {
             &format!("moe block k={k} norm_topk_prob={renorm}"),
             &inputs,
             |t, v| {
-                let w = layer(t, v[1], [v[2], v[3], v[4]]);
+                let w = moe_layer(t, v[1], [v[2], v[3], v[4]]);
                 sparse_moe_block(t, v[0], &w, &cfg, N).0
             },
             |x| moe_reference(x, k, renorm),
@@ -189,7 +168,7 @@ fn load_balancing_and_z_losses_match_their_formulas() {
         (0..2)
             .map(|l| {
                 let experts = [[E, F, C], [E, F, C], [E, C, F]].map(|s| t.constant(Tensor::zeros(&s)));
-                let w = layer(t, v[2 * l + 1], experts);
+                let w = moe_layer(t, v[2 * l + 1], experts);
                 sparse_moe_block(t, v[2 * l], &w, &cfg, N).1
             })
             .collect::<Vec<_>>()

@@ -3,11 +3,11 @@
 
 mod common;
 use common::*;
-use moe::autograd::{Tape, Var};
+use moe::autograd::Tape;
 use moe::json;
 use moe::model::config::{OlmoeConfig, Routing};
 use moe::model::moe::{load_balancing_loss, sparse_moe_block, LoadBalance};
-use moe::model::olmoe::{LayerWeights, SharedExpert};
+use moe::model::olmoe::SharedExpert;
 use moe::model::routing::{route, WeightsFrom};
 use moe::rng::Rng;
 use moe::tensor::Tensor;
@@ -176,24 +176,16 @@ fn served64(p: &[Vec<f64>], routing: Routing) -> Vec<(usize, usize, f64)> {
     }
 }
 
-/// A layer with the given router and experts; attention weights unused here.
-fn layer(t: &mut Tape, router: Var, [experts_gate, experts_up, experts_down]: [Var; 3]) -> LayerWeights<Var> {
-    let unused = t.constant(Tensor::zeros(&[1]));
-    LayerWeights {
-        input_layernorm: unused,
-        q_proj: unused,
-        k_proj: unused,
-        v_proj: unused,
-        o_proj: unused,
-        q_norm: unused,
-        k_norm: unused,
-        post_attention_layernorm: unused,
-        router,
-        experts_gate,
-        experts_up,
-        experts_down,
-        shared_expert: None,
-    }
+/// The block's inputs: h (N, C), router (E, C) (spread so rankings have margins), gate and up
+/// (E, F, C), down (E, C, F).
+fn block_inputs(rng: &mut Rng) -> Vec<Input> {
+    vec![
+        param(rand(&[N, C], rng)),
+        param(Tensor::uniform(&[E, C], -2.0, 2.0, rng)),
+        param(rand(&[E, F, C], rng)),
+        param(rand(&[E, F, C], rng)),
+        param(rand(&[E, C, F], rng)),
+    ]
 }
 
 /// The smallest gap in every ranking the routing makes (each token's over experts, each
@@ -214,14 +206,7 @@ fn the_block_under_each_routing_matches_the_twin_forward_and_backward() {
         // The first seed whose rankings all have a clear margin.
         let (inputs, x64) = (1..200)
             .map(|seed| {
-                let mut rng = Rng::new(seed);
-                let inputs = vec![
-                    param(rand(&[N, C], &mut rng)),
-                    param(Tensor::uniform(&[E, C], -2.0, 2.0, &mut rng)),
-                    param(rand(&[E, F, C], &mut rng)),
-                    param(rand(&[E, F, C], &mut rng)),
-                    param(rand(&[E, C, F], &mut rng)),
-                ];
+                let inputs = block_inputs(&mut Rng::new(seed));
                 let x64: Vec<Vec<f64>> = inputs.iter().map(|i| to_f64(i.value.data())).collect();
                 (inputs, x64)
             })
@@ -236,7 +221,7 @@ fn the_block_under_each_routing_matches_the_twin_forward_and_backward() {
             &format!("moe block, {routing:?}"),
             &inputs,
             |t, v| {
-                let w = layer(t, v[1], [v[2], v[3], v[4]]);
+                let w = moe_layer(t, v[1], [v[2], v[3], v[4]]);
                 sparse_moe_block(t, v[0], &w, &cfg, N).0
             },
             |x| block_reference(x, &served64(&probs64(x), routing)),
@@ -257,7 +242,7 @@ fn a_token_whose_picks_are_all_dropped_gets_exactly_zero() {
     let router = tape.constant(Tensor::new(&[E, C], router));
     let mut rng = Rng::new(5);
     let experts = [[E, F, C], [E, F, C], [E, C, F]].map(|s| tape.constant(rand(&s, &mut rng)));
-    let w = layer(&mut tape, router, experts);
+    let w = moe_layer(&mut tape, router, experts);
     let cfg = OlmoeConfig { hidden_size: C, intermediate_size: F, ..config(capacity(0.5, 1)) };
     let (out, router_out) = sparse_moe_block(&mut tape, h, &w, &cfg, N);
     let out = tape.value(out).data().to_vec();
@@ -274,7 +259,7 @@ fn expert_choice_has_no_load_balancing_loss() {
     let h = tape.constant(rand(&[N, C], &mut rng));
     let router = tape.constant(rand(&[E, C], &mut rng));
     let experts = [[E, F, C], [E, F, C], [E, C, F]].map(|s| tape.constant(rand(&s, &mut rng)));
-    let w = layer(&mut tape, router, experts);
+    let w = moe_layer(&mut tape, router, experts);
     let cfg = OlmoeConfig {
         hidden_size: C,
         intermediate_size: F,
@@ -293,16 +278,8 @@ fn a_shared_expert_adds_its_mlp_to_every_token() {
     // Dropless top-2 plus a shared expert of width 4: out_t = routed_t + down_s(silu(gate_s h) ⊙ up_s h).
     const FS: usize = 4;
     let mut rng = Rng::new(11);
-    let inputs = vec![
-        param(rand(&[N, C], &mut rng)),
-        param(Tensor::uniform(&[E, C], -2.0, 2.0, &mut rng)),
-        param(rand(&[E, F, C], &mut rng)),
-        param(rand(&[E, F, C], &mut rng)),
-        param(rand(&[E, C, F], &mut rng)),
-        param(rand(&[FS, C], &mut rng)),
-        param(rand(&[FS, C], &mut rng)),
-        param(rand(&[C, FS], &mut rng)),
-    ];
+    let mut inputs = block_inputs(&mut rng);
+    inputs.extend([[FS, C], [FS, C], [C, FS]].map(|shape| param(rand(&shape, &mut rng))));
     let x64: Vec<Vec<f64>> = inputs.iter().map(|i| to_f64(i.value.data())).collect();
     assert!(margin(&probs64(&x64)) > 1e-3, "seed 11's routing margins");
     let cfg = OlmoeConfig {
@@ -332,7 +309,7 @@ fn a_shared_expert_adds_its_mlp_to_every_token() {
         "moe block with a shared expert",
         &inputs,
         |t, v| {
-            let mut w = layer(t, v[1], [v[2], v[3], v[4]]);
+            let mut w = moe_layer(t, v[1], [v[2], v[3], v[4]]);
             w.shared_expert = Some(SharedExpert { gate: v[5], up: v[6], down: v[7] });
             sparse_moe_block(t, v[0], &w, &cfg, N).0
         },

@@ -14,6 +14,7 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 
 use moe::autograd::{Tape, Var};
+use moe::model::olmoe::LayerWeights;
 use moe::rng::Rng;
 use moe::tensor::Tensor;
 
@@ -168,4 +169,48 @@ pub fn transpose(x: &[f64], r: usize, c: usize) -> Vec<f64> {
         }
     }
     t
+}
+
+/// An MoE layer with the given router and experts (gate, up, down), for tests of the MoE
+/// block alone: the attention weights are unused placeholders, no shared expert.
+pub fn moe_layer(
+    t: &mut Tape,
+    router: Var,
+    [experts_gate, experts_up, experts_down]: [Var; 3],
+) -> LayerWeights<Var> {
+    let unused = t.constant(Tensor::zeros(&[1]));
+    LayerWeights {
+        input_layernorm: unused,
+        q_proj: unused,
+        k_proj: unused,
+        v_proj: unused,
+        o_proj: unused,
+        q_norm: unused,
+        k_norm: unused,
+        post_attention_layernorm: unused,
+        router,
+        experts_gate,
+        experts_up,
+        experts_down,
+        shared_expert: None,
+    }
+}
+
+/// A tiny random OLMoE (2 layers, width 32, 8 experts top-2, 64 positions) with OLMo's real
+/// tokenizer and vocabulary (50,304), written into `dir` by `moe init` (BF16): a model the
+/// text commands can run on.
+pub fn tiny_model_with_olmo_tokenizer(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = r#"{"model_type": "olmoe", "vocab_size": 50304, "hidden_size": 32, "intermediate_size": 16,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2,
+        "max_position_embeddings": 64, "initializer_range": 0.2, "eos_token_id": 50279, "pad_token_id": 1}"#;
+    std::fs::write(dir.join("in.json"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["init", "--config", dir.join("in.json").to_str().unwrap(), "--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "moe init: {}", String::from_utf8_lossy(&out.stderr));
+    let tokenizer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/tokenizer/olmoe-gpt-neox-olmo-dolma-v1_5.json");
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
 }
