@@ -37,7 +37,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub const HELP: &str = "\
-moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer|decode]
+moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer|decode|gpu]
   First the training step's tokens/s on the default model (`make train`'s config, one
   micro-batch of 8×256 tokens: forward + backward + clip + AdamW), 1 warm-up step then the
   median of 5, beside transformers' OlmoeForCausalLM of the same sizes where $MOE_BENCH_PYTHON
@@ -55,15 +55,19 @@ moe bench [--reps N] [--threads N] [--only train|matmul|tokenizer|decode]
   model (weights/shakespeare-moe, else that config untrained) beside transformers' generate on
   the same checkpoint; then an OLMoE-1B-7B-shaped BF16 checkpoint (written once by `moe init`
   into weights/bench/, 13.8 GB) beside the memory-bandwidth bound, with the peak RSS.
-  --only: just one of the four tables.
+  --only: just one of the four tables. `--only gpu` (`make bench-gpu`, a build with
+  `--features cuda` and a GPU): the router and grouped expert matmul kernels beside torch and
+  cuBLAS on the same GPU; never part of the default run.
 ";
 
 /// The tables, in the order they run: training first, so our peak memory is the training's.
-const TABLES: [&str; 4] = ["train", "matmul", "tokenizer", "decode"];
+/// The last, "gpu", runs only when `--only` names it.
+const TABLES: [&str; 5] = ["train", "matmul", "tokenizer", "decode", "gpu"];
 /// Timed repeats per matmul entry, and timed training steps, unless `--reps` says otherwise.
 const MATMUL_REPS: usize = 15;
 const TRAIN_REPS: usize = 5;
 const DECODE_REPS: usize = 3;
+const GPU_REPS: usize = 5;
 
 /// (M, K, N): C[M, N] = A[M, K] · B[K, N].
 const SHAPES: [(usize, usize, usize); 3] = [(1024, 1024, 1024), (256, 1024, 4096), (4096, 256, 1024)];
@@ -85,7 +89,10 @@ pub fn run(args: &Args) -> Result<()> {
         return Err(crate::error::Error::invalid("--only", format!("no table '{table}'"))
             .with_hint(format!("the tables: {}", TABLES.join(", "))));
     }
-    let wanted: Vec<&str> = TABLES.into_iter().filter(|t| only.is_none_or(|o| o == *t)).collect();
+    let wanted: Vec<&str> = match only {
+        Some(table) => vec![table],
+        None => TABLES.into_iter().filter(|&t| t != "gpu").collect(),
+    };
     for (i, table) in wanted.into_iter().enumerate() {
         if i > 0 {
             println!();
@@ -94,7 +101,8 @@ pub fn run(args: &Args) -> Result<()> {
             "train" => train_table(reps.unwrap_or(TRAIN_REPS), reps.unwrap_or(MATMUL_REPS))?,
             "matmul" => matmul_table(reps.unwrap_or(MATMUL_REPS))?,
             "tokenizer" => tokenizer_table()?,
-            _ => crate::bench_decode::decode_table(reps.unwrap_or(DECODE_REPS))?,
+            "decode" => crate::bench_decode::decode_table(reps.unwrap_or(DECODE_REPS))?,
+            _ => crate::bench_gpu::gpu_table(reps.unwrap_or(GPU_REPS))?,
         }
     }
     Ok(())

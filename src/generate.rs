@@ -3,6 +3,7 @@
 //! step, then each token is one KV-cached step (sample.rs).
 
 use crate::cli::{thousands, Args};
+use crate::cuda::Device;
 use crate::error::{Error, Result};
 use crate::init_cmd::param_counts;
 use crate::model::config::{OlmoeConfig, Routing};
@@ -29,6 +30,8 @@ pub const HELP: &str = r#"moe generate --model DIR (--prompt TEXT | --prompt-ids
   --top-p P             draw among the most likely tokens that make up P of the mass (0.95)
   --seed S              the sampling seed (0): same seed, same text
   --print-ids           also print the generated ids, space-separated, on the last line
+  --device D            cpu (default) or cuda (GPU 0; cuda:N for GPU N): needs a build with
+                        `--features cuda` and a GPU
 "#;
 
 const DEFAULT_SAMPLING: Sampling = Sampling { temperature: 0.8, top_k: 40, top_p: 0.95 };
@@ -49,7 +52,9 @@ pub fn run(args: &Args) -> Result<()> {
         "top-p",
         "seed",
         "print-ids",
+        "device",
     ])?;
+    Device::from_flag(args.value("device")?)?.require_cpu("moe generate")?;
     let dir = Path::new(args.required("model", HELP)?);
     let sampling = sampling_from(args)?;
     let max_new = args.count("max-new-tokens")?.unwrap_or(DEFAULT_MAX_NEW_TOKENS);

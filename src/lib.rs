@@ -11,6 +11,7 @@ pub mod safetensors;
 pub mod tokenizer;
 // 2 tensors, ops and the CPU machinery
 pub mod cpu;
+pub mod cuda;
 pub mod ops;
 pub mod tensor;
 // 3 autograd
@@ -26,6 +27,7 @@ pub mod sample;
 pub mod analyze;
 pub mod bench;
 pub mod bench_decode;
+pub mod bench_gpu;
 pub mod cli;
 pub mod experiments;
 pub mod forward;

@@ -7,15 +7,15 @@
 //! All element math is f32 in torch's operation order, so a few steps agree with
 //! `torch.optim.AdamW` to float rounding (tests/optim.rs against tests/golden/adamw/).
 
-use crate::cpu::threads::{par_map, par_rows, par_rows2};
+use crate::cpu::threads::{par_map, par_rows, split_range, threads_for};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Rough cost of one element of an AdamW pass, for the thread split (`par_rows`).
+/// Rough cost of one element of an AdamW step, for the thread split (`par_adamw_update`).
 const ADAMW_WORK_PER_ELEMENT: usize = 8;
 /// Gradient norms sum squares in chunks of this many elements (f64 each), added in chunk
-/// order: the same bits whatever the thread count.
-const NORM_CHUNK: usize = 4096;
+/// order: the same bits whatever the thread count (and on the GPU: `cuda::optim`).
+pub const NORM_CHUNK: usize = 4096;
 
 // ---- AdamW
 
@@ -130,21 +130,7 @@ impl AdamW {
         );
         self.step += 1;
 
-        // The scalars, in f64 as torch computes them in Python, then rounded to f32 where
-        // they meet a tensor.
-        let c = self.config;
-        let lr = lr as f64;
-        let t = self.step as f64;
-        let decay = (1.0 - lr * c.weight_decay) as f32;
-        let one_minus_beta1 = (1.0 - c.beta1) as f32;
-        let beta2 = c.beta2 as f32;
-        let one_minus_beta2 = (1.0 - c.beta2) as f32;
-        let bias_correction1 = 1.0 - c.beta1.powf(t);
-        let bias_correction2 = 1.0 - c.beta2.powf(t);
-        let neg_step_size = (-(lr / bias_correction1)) as f32;
-        let bias_correction2_sqrt = bias_correction2.sqrt() as f32;
-        let eps = c.eps as f32;
-
+        let s = AdamWScalars::new(&self.config, lr, self.step);
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
             assert_eq!(
                 p.shape(),
@@ -160,36 +146,96 @@ impl AdamW {
                 p.shape(),
                 self.exp_avg[i].shape()
             );
-            let g = g.data();
-            // m, v ← the moment updates (one element per "row" for the thread split)
-            par_rows2(
+            par_adamw_update(
+                p.data_mut(),
                 self.exp_avg[i].data_mut(),
-                1,
                 self.exp_avg_sq[i].data_mut(),
-                1,
-                ADAMW_WORK_PER_ELEMENT,
-                |first, m, v| {
-                    let g = &g[first..first + m.len()];
-                    for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
-                        // torch's vectorised lerp fuses this into one FMA; without one
-                        // (no target features here) m can differ from torch by an ulp.
-                        *m += one_minus_beta1 * (g - *m);
-                        *v = *v * beta2 + one_minus_beta2 * g * g;
-                    }
-                },
+                g.data(),
+                &s,
             );
-            // p ← p·(1 − lr·wd), then p + (−lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps)
-            let (m, v) = (self.exp_avg[i].data(), self.exp_avg_sq[i].data());
-            par_rows(p.data_mut(), 1, ADAMW_WORK_PER_ELEMENT, |first, p| {
-                let (m, v) = (&m[first..first + p.len()], &v[first..first + p.len()]);
-                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                    let denom = v.sqrt() / bias_correction2_sqrt + eps;
-                    *p *= decay;
-                    *p += neg_step_size * m / denom;
-                }
-            });
         }
     }
+}
+
+/// The f32 scalars of one AdamW step, from the f64 ones as torch computes them in Python,
+/// each rounded to f32 where it meets a tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWScalars {
+    /// 1 − lr·wd
+    pub decay: f32,
+    /// 1 − β1
+    pub one_minus_beta1: f32,
+    /// β2
+    pub beta2: f32,
+    /// 1 − β2
+    pub one_minus_beta2: f32,
+    /// −lr / (1 − β1^t)
+    pub neg_step_size: f32,
+    /// sqrt(1 − β2^t)
+    pub bias_correction2_sqrt: f32,
+    pub eps: f32,
+}
+
+impl AdamWScalars {
+    /// The scalars of step `t` (1 on the first step) at learning rate `lr`.
+    pub fn new(config: &AdamWConfig, lr: f32, t: u64) -> AdamWScalars {
+        let c = config;
+        let lr = lr as f64;
+        let t = t as f64;
+        let bias_correction1 = 1.0 - c.beta1.powf(t);
+        let bias_correction2 = 1.0 - c.beta2.powf(t);
+        AdamWScalars {
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            neg_step_size: (-(lr / bias_correction1)) as f32,
+            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+            eps: c.eps as f32,
+        }
+    }
+}
+
+/// One AdamW step on each element of p with its moments m, v and gradient g (the twin of
+/// `kernels/optim.ptx` adamw_update), f32 in torch's operation order, no fused multiply-adds.
+pub fn adamw_update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &AdamWScalars) {
+    let n = p.len();
+    assert!(
+        m.len() == n && v.len() == n && g.len() == n,
+        "adamw_update: p [{n}], m [{}], v [{}] and g [{}] differ in length",
+        m.len(),
+        v.len(),
+        g.len()
+    );
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        // torch's vectorised lerp fuses this into one FMA; without one
+        // (no target features here) m can differ from torch by an ulp.
+        *m += s.one_minus_beta1 * (g - *m);
+        *v = *v * s.beta2 + s.one_minus_beta2 * g * g;
+        // p ← p·(1 − lr·wd), then p + (−lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps)
+        let denom = v.sqrt() / s.bias_correction2_sqrt + s.eps;
+        *p *= s.decay;
+        *p += s.neg_step_size * *m / denom;
+    }
+}
+
+/// [`adamw_update`] with p, m, v and g cut into the same contiguous ranges, one thread each.
+fn par_adamw_update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &AdamWScalars) {
+    let ranges = split_range(p.len(), threads_for(p.len().saturating_mul(ADAMW_WORK_PER_ELEMENT)), 1);
+    if ranges.len() == 1 {
+        return adamw_update(p, m, v, g, s);
+    }
+    std::thread::scope(|scope| {
+        let (mut p, mut m, mut v) = (p, m, v);
+        for r in ranges {
+            let (p_chunk, p_rest) = std::mem::take(&mut p).split_at_mut(r.len());
+            let (m_chunk, m_rest) = std::mem::take(&mut m).split_at_mut(r.len());
+            let (v_chunk, v_rest) = std::mem::take(&mut v).split_at_mut(r.len());
+            (p, m, v) = (p_rest, m_rest, v_rest);
+            let g_chunk = &g[r];
+            scope.spawn(move || adamw_update(p_chunk, m_chunk, v_chunk, g_chunk, s));
+        }
+    });
 }
 
 // ---- gradient clipping

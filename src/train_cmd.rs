@@ -2,6 +2,7 @@
 //! that updates in place on a terminal, or a line every few steps when the output is a file.
 
 use crate::cli::{thousands, Args};
+use crate::cuda::Device;
 use crate::error::{Error, Result};
 use crate::init_cmd::param_counts;
 use crate::model::config::OlmoeConfig;
@@ -35,6 +36,8 @@ moe train --resume DIR          continue the run in DIR from its last checkpoint
   --eval-every N        validate every N steps (50) on the first --eval-tokens (32768) tokens
   --checkpoint-every N  (100)
   --seed S              init and data order (6198)
+  --device D            cpu (default) or cuda (GPU 0; cuda:N for GPU N): needs a build with
+                        `--features cuda` and a GPU
 ";
 
 const RUN_FLAGS: &[&str] = &[
@@ -60,6 +63,7 @@ const RUN_FLAGS: &[&str] = &[
     "eval-tokens",
     "checkpoint-every",
     "seed",
+    "device",
 ];
 
 pub fn run(args: &Args) -> Result<()> {
@@ -67,15 +71,16 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{HELP}");
         return Ok(());
     }
+    Device::from_flag(args.value("device")?)?.require_cpu("moe train")?;
     let mut progress = Progress::new();
     let summary = match args.value("resume")? {
         Some(dir) => {
-            args.check(&["resume"]).map_err(|e| match e {
+            args.check(&["resume", "device"]).map_err(|e| match e {
                 Error::Invalid { what, rule, .. } => Error::Invalid {
                     what,
                     rule,
                     hint: Some(
-                        "--resume continues with the run's own settings; it takes only --threads".into(),
+                        "--resume continues with the run's own settings; it takes only --threads and --device".into(),
                     ),
                 },
                 other => other,

@@ -61,3 +61,19 @@ fn bench_help_describes_its_flags() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--reps"));
 }
+
+#[test]
+fn device_flag_errors_name_the_device_and_never_panic() {
+    let out = moe(&["train", "--device", "tpu"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--device tpu: unknown device"), "{}", stderr(&out));
+    // Whatever this machine and build: no `cuda` feature, no driver, or a GPU the command
+    // does not use yet. Each is an error that names `--device cuda`, never a panic.
+    for command in ["train", "generate"] {
+        let out = moe(&[command, "--device", "cuda"], &[]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = stderr(&out);
+        assert!(err.contains("--device cuda") && err.contains("HINT:"), "{command}: {err}");
+        assert!(!err.contains("panicked"), "{command} panicked: {err}");
+    }
+}
