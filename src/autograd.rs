@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 /// A value on the tape (an index into its nodes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Var(usize);
+pub struct Var(pub(crate) usize);
 
 /// What produced a node: its inputs, and what the forward saved for the backward.
 pub(crate) enum Op {
@@ -25,16 +25,16 @@ pub(crate) enum Op {
     AddRow { x: Var, bias: Var },
     Silu { x: Var },
     SwiGlu { gate: Var, up: Var },
-    RmsNorm { x: Var, w: Var, rstd: Vec<f32> },
+    RmsNorm { x: Var, w: Var, rstd: Tensor },
     Softmax { x: Var },
     LogSumExpRows { x: Var },
     Clamp { x: Var, lo: f32, hi: f32 },
     Sum { x: Var },
     Mean { x: Var },
     Embedding { table: Var, ids: Vec<u32>, padding_idx: Option<u32> },
-    CrossEntropy { logits: Var, targets: Vec<i32>, ignore_index: i32, lse: Vec<f32> },
+    CrossEntropy { logits: Var, targets: Vec<i32>, ignore_index: i32, lse: Tensor },
     Rope { x: Var, pos0: usize, theta: f32 },
-    CausalAttention { q: Var, k: Var, v: Var, lse: Vec<f32> },
+    CausalAttention { q: Var, k: Var, v: Var, lse: Tensor },
     TopK { x: Var, indices: Vec<u32> },
     GatherRows { x: Var, idx: Vec<u32> },
     ScatterAddRows { x: Var, idx: Vec<u32> },
@@ -43,7 +43,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    fn inputs(&self) -> Vec<Var> {
+    pub(crate) fn inputs(&self) -> Vec<Var> {
         use Op::*;
         match self {
             Leaf => vec![],
@@ -65,20 +65,33 @@ impl Op {
     }
 }
 
-struct Node {
-    value: Tensor,
-    op: Op,
-    needs_grad: bool,
+pub(crate) struct Node {
+    pub(crate) value: Tensor,
+    pub(crate) op: Op,
+    pub(crate) needs_grad: bool,
 }
 
 #[derive(Default)]
 pub struct Tape {
     nodes: Vec<Node>,
+    /// The GPU the leaves are put on (then every op runs there); None: the host.
+    #[cfg(feature = "cuda")]
+    gpu: Option<std::sync::Arc<crate::cuda::Gpu>>,
 }
 
 impl Tape {
     pub fn new() -> Tape {
         Tape::default()
+    }
+
+    /// A tape whose leaves go where `like` lives (host or GPU), so that every op runs there.
+    pub fn beside(like: &Tensor) -> Tape {
+        #[cfg(feature = "cuda")]
+        if let Some(t) = like.gpu() {
+            return Tape { nodes: Vec::new(), gpu: Some(std::sync::Arc::clone(&t.gpu)) };
+        }
+        let _ = like;
+        Tape::new()
     }
 
     /// A parameter: a leaf whose gradient `backward` returns.
@@ -92,6 +105,11 @@ impl Tape {
     }
 
     fn leaf(&mut self, value: Tensor, needs_grad: bool) -> Var {
+        #[cfg(feature = "cuda")]
+        let value = match &self.gpu {
+            Some(gpu) => value.to_gpu(gpu),
+            None => value,
+        };
         self.nodes.push(Node { value, op: Op::Leaf, needs_grad });
         Var(self.nodes.len() - 1)
     }
@@ -139,6 +157,10 @@ impl Tape {
             self.shape(out)
         );
         self.nodes.truncate(out.0 + 1);
+        #[cfg(feature = "cuda")]
+        if self.value(out).gpu().is_some() {
+            return Gradients { leaves: crate::cuda::backward::backward(self.nodes, out.0, seed) };
+        }
         let mut store = GradStore {
             grads: (0..=out.0).map(|_| None).collect(),
             nodes_needing_grad: self.nodes.iter().map(|n| n.needs_grad).collect(),
@@ -274,7 +296,7 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
         }
         Op::RmsNorm { x, w, rstd } => {
             let (mut dx, mut dw) = (g.take(*x, nodes), g.take(*w, nodes));
-            dense::rmsnorm_backward(&mut dx, &mut dw, dy, rstd, val(x), val(w), cols);
+            dense::rmsnorm_backward(&mut dx, &mut dw, dy, rstd.data(), val(x), val(w), cols);
             g.put(*x, dx);
             g.put(*w, dw);
         }
@@ -315,7 +337,15 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
         Op::CrossEntropy { logits, targets, ignore_index, lse } => {
             let mut dlogits = g.take(*logits, nodes);
             let v = nodes[logits.0].value.rows_cols().1;
-            loss::cross_entropy_backward(&mut dlogits, dy[0], lse, val(logits), targets, *ignore_index, v);
+            loss::cross_entropy_backward(
+                &mut dlogits,
+                dy[0],
+                lse.data(),
+                val(logits),
+                targets,
+                *ignore_index,
+                v,
+            );
             g.put(*logits, dlogits);
         }
         Op::Rope { x, pos0, theta } => {
@@ -328,7 +358,18 @@ fn backward_node(nodes: &[Node], g: &mut GradStore, node: Node, dy: &[f32]) {
             let (mut dq, mut dk, mut dv) = (g.take(*q, nodes), g.take(*k, nodes), g.take(*v, nodes));
             let dims = attention::AttentionDims::of(nodes[q.0].value.shape(), nodes[k.0].value.shape());
             let (out, q_val, k_val, v_val) = (node.value.data(), val(q), val(k), val(v));
-            attention::attention_backward(&mut dq, &mut dk, &mut dv, dy, lse, out, q_val, k_val, v_val, dims);
+            attention::attention_backward(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                dy,
+                lse.data(),
+                out,
+                q_val,
+                k_val,
+                v_val,
+                dims,
+            );
             g.put(*q, dq);
             g.put(*k, dk);
             g.put(*v, dv);

@@ -251,7 +251,7 @@ fn train(run: &Run, steps: u64, out: &Path) -> Result<Outcome> {
     };
     let batch_tokens = options.batch_tokens;
     eprintln!("experiments: {} ({}), {steps} steps", run.name, run.label);
-    let summary = trainer::start(options, run.config.clone(), None, &mut |e| {
+    let summary = trainer::start(options, run.config.clone(), &crate::cuda::Device::Cpu, None, &mut |e| {
         if let Event::Validation { step, loss } = e {
             eprintln!("  step {step}: validation loss {loss:.4}");
         }

@@ -10,8 +10,9 @@ use crate::model::config::{OlmoeConfig, Routing};
 use crate::model::decode::Decoder;
 use crate::model::decode::StoredWeights;
 use crate::model::hf;
+use crate::model::olmoe::next_token_logits;
 use crate::rng::Rng;
-use crate::sample::{generate, room, Generation, Sampling};
+use crate::sample::{generate, generate_with, room, Generation, Sampling};
 use crate::tokenizer::Tokenizer;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -54,7 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
         "print-ids",
         "device",
     ])?;
-    Device::from_flag(args.value("device")?)?.require_cpu("moe generate")?;
+    let device = Device::from_flag(args.value("device")?)?;
     let dir = Path::new(args.required("model", HELP)?);
     let sampling = sampling_from(args)?;
     let max_new = args.count("max-new-tokens")?.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
@@ -98,7 +99,6 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     let new_tokens = max_new.min(room);
-    let mut decoder = Decoder::new(&config, &stored, prompt.len() + new_tokens);
     let mut rng = Rng::new(seed);
     let mut out = std::io::stdout().lock();
     let io = |source| Error::Io { path: "<stdout>".into(), source };
@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => Ok(()),
     };
     let mut count = 0;
-    let generation = generate(&mut decoder, &prompt, new_tokens, sampling, eos, &mut rng, |id| {
+    let on_token = |id| {
         written = match &tokenizer {
             Some(_) if Some(id) == eos => Ok(()),
             Some(t) => out.write_all(&t.decode_bytes(&[id])),
@@ -123,7 +123,26 @@ pub fn run(args: &Args) -> Result<()> {
         } else {
             ControlFlow::Break(())
         }
-    })?;
+    };
+    let generation = match &device {
+        Device::Cpu => {
+            let mut decoder = Decoder::new(&config, &stored, prompt.len() + new_tokens);
+            generate(&mut decoder, &prompt, new_tokens, sampling, eos, &mut rng, on_token)?
+        }
+        Device::Cuda(_) => {
+            eprintln!(
+                "note: on {}, each new token runs the whole sequence again (no KV cache there yet)",
+                device.describe()
+            );
+            let weights = hf::load(dir)?.1.map(|w| device.place(w));
+            let mut seen = Vec::with_capacity(prompt.len() + new_tokens);
+            let step = |ids: &[u32]| {
+                seen.extend_from_slice(ids);
+                next_token_logits(&config, &weights, &seen)
+            };
+            generate_with(step, &prompt, new_tokens, sampling, eos, &mut rng, on_token)?
+        }
+    };
     written.and_then(|()| writeln!(out)).map_err(io)?;
     if print_ids && tokenizer.is_some() {
         writeln!(out, "{}", join_ids(&generation.ids)).map_err(io)?;

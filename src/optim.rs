@@ -99,7 +99,8 @@ impl AdamW {
 
     /// A copy of the step count and moments, for a checkpoint.
     pub fn state(&self) -> AdamWState {
-        AdamWState { step: self.step, exp_avg: self.exp_avg.clone(), exp_avg_sq: self.exp_avg_sq.clone() }
+        let host = |moments: &[Tensor]| moments.iter().map(Tensor::to_host).collect();
+        AdamWState { step: self.step, exp_avg: host(&self.exp_avg), exp_avg_sq: host(&self.exp_avg_sq) }
     }
 
     /// Steps taken so far (t of the last step).
@@ -118,7 +119,7 @@ impl AdamW {
             grads.len()
         );
         if self.step == 0 {
-            self.exp_avg = params.iter().map(|p| Tensor::zeros(p.shape())).collect();
+            self.exp_avg = params.iter().map(|p| p.zeros_like()).collect();
             self.exp_avg_sq = self.exp_avg.clone();
         }
         assert_eq!(
@@ -146,6 +147,24 @@ impl AdamW {
                 p.shape(),
                 self.exp_avg[i].shape()
             );
+            #[cfg(feature = "cuda")]
+            if let Some(p_gpu) = p.gpu_mut() {
+                // The moments follow their parameter to the GPU (after a resume they load on the host).
+                let gpu = std::sync::Arc::clone(&p_gpu.gpu);
+                let (m, v) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i]);
+                (*m, *v) = (m.to_gpu(&gpu), v.to_gpu(&gpu));
+                let (m, v) = (m.gpu_mut().expect("on the GPU"), v.gpu_mut().expect("on the GPU"));
+                let g = crate::cuda::ops::on_gpu(g, "AdamW::step");
+                crate::cuda::must(crate::cuda::optim::adamw_update(
+                    &gpu,
+                    &mut p_gpu.buf,
+                    &mut m.buf,
+                    &mut v.buf,
+                    &g.buf,
+                    &s,
+                ));
+                continue;
+            }
             par_adamw_update(
                 p.data_mut(),
                 self.exp_avg[i].data_mut(),
@@ -245,6 +264,11 @@ fn par_adamw_update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &
 pub fn global_norm(tensors: &[&Tensor]) -> f64 {
     let mut sum = 0.0f64;
     for t in tensors {
+        #[cfg(feature = "cuda")]
+        if let Some(t) = t.gpu() {
+            sum += crate::cuda::must(crate::cuda::optim::sum_squares(&t.gpu, &t.buf));
+            continue;
+        }
         let x = t.data();
         let chunks = x.len().div_ceil(NORM_CHUNK);
         let partials = par_map(chunks, NORM_CHUNK, |range| {
@@ -276,6 +300,11 @@ pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f32) -> f32 {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
+            #[cfg(feature = "cuda")]
+            if let Some(t) = g.gpu_mut() {
+                crate::cuda::must(crate::cuda::optim::scale(&t.gpu, &mut t.buf, coef));
+                continue;
+            }
             par_rows(g.data_mut(), 1, 1, |_, chunk| chunk.iter_mut().for_each(|x| *x *= coef));
         }
     }

@@ -109,10 +109,8 @@ pub struct Generation {
     pub decode_seconds: f64,
 }
 
-/// Feeds `prompt` to `decoder` in one step, then draws up to `max_new` tokens, one step each,
-/// stopping after `stop` (EOS), or when `on_token`, which sees each new token as soon as it
-/// is drawn, says to. Logits that are not all finite (a broken checkpoint) are an error.
-/// Helper threads (cpu/linear.rs) stay up for the whole generation.
+/// Feeds `prompt` to `decoder` in one step, then draws up to `max_new` tokens, one step each
+/// (see [`generate_with`]). Helper threads (cpu/linear.rs) stay up for the whole generation.
 pub fn generate(
     decoder: &mut Decoder,
     prompt: &[u32],
@@ -120,11 +118,29 @@ pub fn generate(
     sampling: Sampling,
     stop: Option<u32>,
     rng: &mut Rng,
-    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation> {
     with_helpers(|helpers| {
+        generate_with(|ids| decoder.step(ids, helpers), prompt, max_new, sampling, stop, rng, on_token)
+    })
+}
+
+/// Feeds `prompt` to `step` (which returns the logits after the ids it is given, the ones
+/// before them remembered), then draws up to `max_new` tokens, one step each, stopping after
+/// `stop` (EOS), or when `on_token`, which sees each new token as soon as it is drawn, says
+/// to. Logits that are not all finite (a broken checkpoint) are an error.
+pub fn generate_with(
+    mut step: impl FnMut(&[u32]) -> Vec<f32>,
+    prompt: &[u32],
+    max_new: usize,
+    sampling: Sampling,
+    stop: Option<u32>,
+    rng: &mut Rng,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation> {
+    {
         let start = Instant::now();
-        let mut logits = decoder.step(prompt, helpers);
+        let mut logits = step(prompt);
         let prefill_seconds = start.elapsed().as_secs_f64();
         let (start, mut ids, mut decode_steps) = (Instant::now(), Vec::with_capacity(max_new), 0);
         while ids.len() < max_new {
@@ -139,9 +155,9 @@ pub fn generate(
             if on_token(next).is_break() || Some(next) == stop || ids.len() == max_new {
                 break;
             }
-            logits = decoder.step(&[next], helpers);
+            logits = step(&[next]);
             decode_steps += 1;
         }
         Ok(Generation { ids, prefill_seconds, decode_steps, decode_seconds: start.elapsed().as_secs_f64() })
-    })
+    }
 }

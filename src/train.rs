@@ -68,7 +68,7 @@ pub fn train_step(
     };
     for ids in micro_batches {
         assert_eq!(ids.len() % seq, 0, "train_step: {} ids are not whole sequences of {seq}", ids.len());
-        let mut tape = Tape::new();
+        let mut tape = Tape::beside(&weights.embed_tokens);
         let vars = weights.map(|w| tape.param(w.clone()));
         let out = forward(&mut tape, &vars, config, ids, ids.len() / seq, seq);
         let l = losses(&mut tape, &out, config, &next_token_targets(ids, seq), LoadBalance::OlmoeTraining);
@@ -92,7 +92,7 @@ pub fn train_step(
             None => micro,
             Some(mut sum) => {
                 for (s, (_, g)) in sum.values_mut().into_iter().zip(micro.named()) {
-                    crate::ops::accumulate(s.data_mut(), g.data());
+                    s.accumulate_from(g);
                 }
                 sum
             }
@@ -120,7 +120,7 @@ pub fn validation_loss<'a>(
     let config = &config.for_evaluation(); // capacity routing: the evaluation capacity factor
     let (mut sum, mut count) = (0.0f64, 0usize);
     for ids in batches {
-        let mut tape = Tape::new();
+        let mut tape = Tape::beside(&weights.embed_tokens);
         let vars = weights.map(|w| tape.constant(w.clone()));
         let rows = ids.len() / seq;
         let out = forward(&mut tape, &vars, config, ids, rows, seq);

@@ -71,7 +71,10 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{HELP}");
         return Ok(());
     }
-    Device::from_flag(args.value("device")?)?.require_cpu("moe train")?;
+    let device = Device::from_flag(args.value("device")?)?;
+    if let Device::Cuda(_) = device {
+        eprintln!("moe train: on {}", device.describe());
+    }
     let mut progress = Progress::new();
     let summary = match args.value("resume")? {
         Some(dir) => {
@@ -85,7 +88,7 @@ pub fn run(args: &Args) -> Result<()> {
                 },
                 other => other,
             })?;
-            trainer::resume(Path::new(dir), None, &mut |e| progress.show(e))?
+            trainer::resume(Path::new(dir), &device, None, &mut |e| progress.show(e))?
         }
         None => {
             args.check(RUN_FLAGS)?;
@@ -100,7 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
                 options.steps,
                 thousands(options.batch_tokens)
             );
-            trainer::start(options, config, None, &mut |e| progress.show(e))?
+            trainer::start(options, config, &device, None, &mut |e| progress.show(e))?
         }
     };
     progress.finish();

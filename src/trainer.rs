@@ -20,6 +20,7 @@
 //! and position of the data stream, and truncates the log to the checkpoint's length: the
 //! steps after a resume repeat bit for bit those of an uninterrupted run (same thread count).
 
+use crate::cuda::Device;
 use crate::data::{self, Batches, Position, TokenFile};
 use crate::error::{Error, Result};
 use crate::json::{self, Value};
@@ -339,11 +340,12 @@ pub struct Summary {
     pub sample: String,
 }
 
-/// Starts a new run in `options.out`; with `stop_after`, returns after that step's
-/// checkpoint as if killed there (for tests of resuming).
+/// Starts a new run in `options.out`, training on `device`; with `stop_after`, returns after
+/// that step's checkpoint as if killed there (for tests of resuming).
 pub fn start(
     options: RunOptions,
     config: OlmoeConfig,
+    device: &Device,
     stop_after: Option<u64>,
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Option<Summary>> {
@@ -410,15 +412,20 @@ pub fn start(
     on(Event::Note(format!("data: {report}")));
     let weights = weights.unwrap_or_else(|| Weights::init(&config, &mut Rng::new(options.seed)));
     let optimizer = AdamW::new(options.adamw);
-    let mut run = Run::new(options, config, weights, optimizer, RunState::fresh())?;
+    let mut run = Run::new(options, config, &weights, device, optimizer, RunState::fresh())?;
     File::create(dir.join("log.jsonl"))
         .map_err(|source| Error::Io { path: dir.join("log.jsonl"), source })?;
     run.save_checkpoint()?;
     run.go(stop_after, on)
 }
 
-/// Continues the run in `dir` from its last checkpoint.
-pub fn resume(dir: &Path, stop_after: Option<u64>, on: &mut dyn FnMut(Event<'_>)) -> Result<Option<Summary>> {
+/// Continues the run in `dir` from its last checkpoint, training on `device`.
+pub fn resume(
+    dir: &Path,
+    device: &Device,
+    stop_after: Option<u64>,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Option<Summary>> {
     if !dir.join("train_state.json").exists() && !dir.join(NEXT).join(COMPLETE).exists() {
         return Err(Error::invalid(
             format!("moe train --resume {}", dir.display()),
@@ -457,7 +464,7 @@ pub fn resume(dir: &Path, stop_after: Option<u64>, on: &mut dyn FnMut(Event<'_>)
         .and_then(|f| f.set_len(state.log_bytes))
         .map_err(|source| Error::Io { path: log.clone(), source })?;
     on(Event::Note(format!("resuming {} at step {} of {}", dir.display(), state.step, options.steps)));
-    Run::new(options, config, weights, optimizer, state)?.go(stop_after, on)
+    Run::new(options, config, &weights, device, optimizer, state)?.go(stop_after, on)
 }
 
 /// Where a run stands: what `train_state.json` holds besides the options.
@@ -521,10 +528,12 @@ struct Run {
 }
 
 impl Run {
+    /// The run with its weights on `device` (the optimizer's moments follow them there).
     fn new(
         options: RunOptions,
         config: OlmoeConfig,
-        weights: Weights<Tensor>,
+        weights: &Weights<Tensor>,
+        device: &Device,
         optimizer: AdamW,
         state: RunState,
     ) -> Result<Run> {
@@ -534,6 +543,7 @@ impl Run {
         // Fails early when the validation split holds no whole sample.
         let _ = data::validation_batches(val.tokens(), options.seq, options.micro_batch)?;
         let schedule = options.schedule()?;
+        let weights = weights.map(|w| device.place(w));
         Ok(Run { options, config, weights, optimizer, state, schedule, batches, val })
     }
 
@@ -608,7 +618,8 @@ impl Run {
         let prompt = tokenizer.encode(SAMPLE_PROMPT);
         let sampling = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0 };
         let mut rng = Rng::new(self.options.seed);
-        let weights = borrow_tensors(&self.weights);
+        let host = self.host_weights();
+        let weights = borrow_tensors(&host);
         let new_tokens = SAMPLE_TOKENS.min(room(self.config.max_position_embeddings, prompt.len()));
         let config = self.config.for_evaluation();
         let mut decoder = Decoder::new(&config, &weights, prompt.len() + new_tokens);
@@ -675,7 +686,7 @@ impl Run {
             fs::remove_dir_all(&next).map_err(io(&next))?;
         }
         fs::create_dir_all(&next).map_err(io(&next))?;
-        hf::save(&next, &self.config, &self.weights)?;
+        hf::save(&next, &self.config, &self.host_weights())?;
         let names = param_names(&self.weights);
         let adam = self.optimizer.state();
         let mut moments: Vec<(String, &Tensor)> = Vec::new();
@@ -691,6 +702,11 @@ impl Run {
         let mark = next.join(COMPLETE);
         File::create(&mark).and_then(|f| f.sync_all()).map_err(io(&mark))?;
         roll_forward(dir)
+    }
+
+    /// The weights in host memory (no copy when they live there).
+    fn host_weights(&self) -> Weights<Tensor> {
+        self.weights.map(Tensor::to_host)
     }
 
     fn state_json(&self) -> Value {

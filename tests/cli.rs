@@ -67,13 +67,20 @@ fn device_flag_errors_name_the_device_and_never_panic() {
     let out = moe(&["train", "--device", "tpu"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--device tpu: unknown device"), "{}", stderr(&out));
-    // Whatever this machine and build: no `cuda` feature, no driver, or a GPU the command
-    // does not use yet. Each is an error that names `--device cuda`, never a panic.
-    for command in ["train", "generate"] {
-        let out = moe(&[command, "--device", "cuda"], &[]);
-        assert_eq!(out.status.code(), Some(1), "{command}");
+    // Whatever this machine and build: no `cuda` feature or no driver is an error naming
+    // `--device cuda` with a hint; with a GPU, the command goes on to the missing input.
+    // Never a panic.
+    let missing = std::env::temp_dir().join("moe-cli-test-no-such-dir");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        &["train", "--device", "cuda", "--corpus", missing, "--out", missing][..],
+        &["generate", "--device", "cuda", "--model", missing, "--prompt", "x"],
+    ] {
+        let out = moe(args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = stderr(&out);
-        assert!(err.contains("--device cuda") && err.contains("HINT:"), "{command}: {err}");
-        assert!(!err.contains("panicked"), "{command} panicked: {err}");
+        let device_error = err.contains("--device cuda") && err.contains("HINT:");
+        assert!(device_error || err.contains(missing), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }

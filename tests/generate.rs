@@ -8,8 +8,9 @@ mod common;
 use moe::json::{self, Value};
 use moe::model::decode::Decoder;
 use moe::model::hf;
+use moe::model::olmoe::next_token_logits;
 use moe::rng::Rng;
-use moe::sample::{generate, Sampling};
+use moe::sample::{generate, generate_with, Sampling};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -171,4 +172,27 @@ fn a_checkpoint_with_nan_weights_is_an_error_not_a_token() {
     let err = text(&out.stderr);
     assert!(err.contains("generation: the logits for new token 1: hold NaN"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same greedy ids through `next_token_logits`, one whole forward pass per new token:
+/// how `moe generate --device cuda` steps, checked here on the host.
+#[test]
+fn recomputing_the_whole_sequence_gives_the_same_greedy_ids() {
+    for v in ["base", "renorm", "gqa", "tied", "clip"] {
+        let (prompt, want, max_new) = expected(&golden().join("generate").join(format!("{v}.json")));
+        let (config, weights) = hf::load(&golden().join(v)).unwrap();
+        let config = config.for_evaluation();
+        let mut seen = Vec::new();
+        let step = |ids: &[u32]| {
+            seen.extend_from_slice(ids);
+            next_token_logits(&config, &weights, &seen)
+        };
+        let eos = config.eos_token_id;
+        let got = generate_with(step, &prompt, max_new, Sampling::GREEDY, eos, &mut Rng::new(0), |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .ids;
+        assert_eq!(got, want, "{v}: greedy ids by recomputation differ from transformers");
+    }
 }

@@ -2,6 +2,7 @@
 //! run stopped (or killed) and resumed repeats the uninterrupted one bit for bit; a NaN loss
 //! stops the run and keeps the last good checkpoint; bad input gets a clear error.
 
+use moe::cuda::Device;
 use moe::json::{self, Value};
 use moe::model::config::OlmoeConfig;
 use moe::model::hf;
@@ -81,7 +82,7 @@ fn quiet() -> impl FnMut(trainer::Event<'_>) {
 }
 
 fn run(options: RunOptions) -> Summary {
-    trainer::start(options, tiny_config(), None, &mut quiet()).unwrap().expect("ran to the end")
+    trainer::start(options, tiny_config(), &Device::Cpu, None, &mut quiet()).unwrap().expect("ran to the end")
 }
 
 /// The log's lines without their timings (tokens/s differs from run to run).
@@ -149,15 +150,16 @@ fn a_stopped_and_resumed_run_repeats_the_uninterrupted_one_bit_for_bit() {
     // redone; the second stretch crosses into the anneal (step 9 onwards).
     let parts = temp_dir("resume-parts");
     let stopped =
-        trainer::start(tiny_options(&corpus, &parts), tiny_config(), Some(5), &mut quiet()).unwrap();
+        trainer::start(tiny_options(&corpus, &parts), tiny_config(), &Device::Cpu, Some(5), &mut quiet())
+            .unwrap();
     assert!(stopped.is_none());
     assert_eq!(state(&parts).get("step").and_then(Value::as_u64), Some(3), "the last checkpoint");
     // A kill while writing the next checkpoint leaves a partial journal: it is dropped.
     std::fs::create_dir_all(parts.join(".next")).unwrap();
     std::fs::write(parts.join(".next/model.safetensors"), b"half a file").unwrap();
-    assert!(trainer::resume(&parts, Some(10), &mut quiet()).unwrap().is_none());
+    assert!(trainer::resume(&parts, &Device::Cpu, Some(10), &mut quiet()).unwrap().is_none());
     assert_eq!(state(&parts).get("annealing").and_then(Value::as_bool), Some(true));
-    let summary = trainer::resume(&parts, None, &mut quiet()).unwrap().unwrap();
+    let summary = trainer::resume(&parts, &Device::Cpu, None, &mut quiet()).unwrap().unwrap();
     assert_eq!(log_without_timing(&whole), log_without_timing(&parts));
     for file in ["model.safetensors", "train_state.safetensors"] {
         let (a, b) = (std::fs::read(whole.join(file)).unwrap(), std::fs::read(parts.join(file)).unwrap());
@@ -165,7 +167,7 @@ fn a_stopped_and_resumed_run_repeats_the_uninterrupted_one_bit_for_bit() {
     }
     assert_eq!(summary.steps, 12);
     // Resuming a finished run trains no more and reports the same.
-    let again = trainer::resume(&parts, None, &mut quiet()).unwrap().unwrap();
+    let again = trainer::resume(&parts, &Device::Cpu, None, &mut quiet()).unwrap().unwrap();
     assert_eq!(again.val_loss.to_bits(), summary.val_loss.to_bits());
 }
 
@@ -209,7 +211,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     hf::save(&init, &config, &weights).unwrap();
     let out = temp_dir("nan-run");
     let options = RunOptions { init: Some(init), ..tiny_options(&corpus, &out) };
-    let err = message(trainer::start(options, tiny_config(), None, &mut quiet()).unwrap_err());
+    let err = message(trainer::start(options, tiny_config(), &Device::Cpu, None, &mut quiet()).unwrap_err());
     println!("{err}");
     assert!(
         err.contains("step 1") && err.contains("NaN") && err.contains("last good checkpoint (step 0)"),
@@ -223,7 +225,7 @@ fn bad_input_gets_a_clear_error() {
     let corpus = corpus("errors");
     let out = |name: &str| temp_dir(&format!("errors-{name}"));
     let start = |options: RunOptions, config: OlmoeConfig| {
-        message(trainer::start(options, config, None, &mut quiet()).unwrap_err())
+        message(trainer::start(options, config, &Device::Cpu, None, &mut quiet()).unwrap_err())
     };
     let cases: Vec<(&str, RunOptions, OlmoeConfig, &str)> = vec![
         (
@@ -285,7 +287,7 @@ fn bad_input_gets_a_clear_error() {
     run(RunOptions { steps: 6, anneal_steps: 1, ..tiny_options(&corpus, &done) });
     let err = start(tiny_options(&corpus, &done), tiny_config());
     assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");
-    let err = message(trainer::resume(&out("j"), None, &mut quiet()).unwrap_err());
+    let err = message(trainer::resume(&out("j"), &Device::Cpu, None, &mut quiet()).unwrap_err());
     assert!(err.contains("no train_state.json"), "{err}");
 }
 
@@ -330,7 +332,9 @@ fn the_dense_twin_has_the_active_parameters_of_the_moe() {
     let (moe_config, _) = hf::load(&upcycled).unwrap();
     let continued = temp_dir("dense-upcycled-run");
     let options = RunOptions { init: Some(upcycled), ..tiny_options(&corpus, &continued) };
-    let after = trainer::start(options, moe_config, None, &mut quiet()).unwrap().expect("ran to the end");
+    let after = trainer::start(options, moe_config, &Device::Cpu, None, &mut quiet())
+        .unwrap()
+        .expect("ran to the end");
     assert!(
         after.val_loss < summary.val_loss + 0.5,
         "upcycled {} vs dense {}",

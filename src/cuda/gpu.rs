@@ -17,6 +17,7 @@ pub type Buf<T> = CudaSlice<T>;
 pub enum Family {
     Router,
     ExpertMatmul,
+    Matmul,
     Elementwise,
     Rows,
     Attention,
@@ -27,9 +28,10 @@ pub enum Family {
 }
 
 impl Family {
-    const ALL: [Family; 9] = [
+    const ALL: [Family; 10] = [
         Family::Router,
         Family::ExpertMatmul,
+        Family::Matmul,
         Family::Elementwise,
         Family::Rows,
         Family::Attention,
@@ -44,6 +46,7 @@ impl Family {
         match self {
             Family::Router => "router.ptx",
             Family::ExpertMatmul => "expert_matmul.ptx",
+            Family::Matmul => "matmul.ptx",
             Family::Elementwise => "elementwise.ptx",
             Family::Rows => "rows.ptx",
             Family::Attention => "attention.ptx",
@@ -59,6 +62,7 @@ impl Family {
         match self {
             Family::Router => include_str!("../../kernels/router.ptx"),
             Family::ExpertMatmul => include_str!("../../kernels/expert_matmul.ptx"),
+            Family::Matmul => include_str!("../../kernels/matmul.ptx"),
             Family::Elementwise => include_str!("../../kernels/elementwise.ptx"),
             Family::Rows => include_str!("../../kernels/rows.ptx"),
             Family::Attention => include_str!("../../kernels/attention.ptx"),
@@ -157,6 +161,46 @@ impl Gpu {
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver("waiting for the GPU"))
     }
+}
+
+/// A tensor's values in device memory, and the GPU that holds them. Failures to allocate or
+/// copy panic with the driver's message: they happen mid-op, where the math has no `Result`.
+pub struct GpuTensor {
+    pub gpu: Arc<Gpu>,
+    pub buf: Buf<f32>,
+}
+
+impl Clone for GpuTensor {
+    /// A copy in new device memory.
+    fn clone(&self) -> GpuTensor {
+        let mut copy = GpuTensor::zeros(&self.gpu, self.buf.len());
+        must(
+            self.gpu
+                .stream
+                .memcpy_dtod(&self.buf, &mut copy.buf)
+                .map_err(driver("copying a tensor on the GPU")),
+        );
+        copy
+    }
+}
+
+impl GpuTensor {
+    pub fn upload(gpu: &Arc<Gpu>, host: &[f32]) -> GpuTensor {
+        GpuTensor { gpu: Arc::clone(gpu), buf: must(gpu.upload(host)) }
+    }
+
+    pub fn zeros(gpu: &Arc<Gpu>, len: usize) -> GpuTensor {
+        GpuTensor { gpu: Arc::clone(gpu), buf: must(gpu.zeros(len)) }
+    }
+
+    pub fn download(&self) -> Vec<f32> {
+        must(self.gpu.download(&self.buf))
+    }
+}
+
+/// The value of a GPU call inside an op, or a panic with the driver's message.
+pub fn must<T>(result: Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A 1-D launch over `n` items, `block` threads a block.

@@ -9,10 +9,12 @@
 #[cfg(feature = "cuda")]
 mod gpu;
 #[cfg(feature = "cuda")]
-pub use gpu::{grid_for, Buf, Family, Gpu};
+pub use gpu::{grid_for, must, Buf, Family, Gpu, GpuTensor};
 
 #[cfg(feature = "cuda")]
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub(crate) mod backward;
 #[cfg(feature = "cuda")]
 pub mod elementwise;
 #[cfg(feature = "cuda")]
@@ -21,6 +23,10 @@ pub mod embedding;
 pub mod expert_matmul;
 #[cfg(feature = "cuda")]
 pub mod loss;
+#[cfg(feature = "cuda")]
+pub mod matmul;
+#[cfg(feature = "cuda")]
+pub mod ops;
 #[cfg(feature = "cuda")]
 pub mod optim;
 #[cfg(feature = "cuda")]
@@ -59,7 +65,7 @@ use crate::error::{Error, Result};
 /// `cuda:N` for GPU N).
 pub enum Device {
     Cpu,
-    Cuda(Gpu),
+    Cuda(std::sync::Arc<Gpu>),
 }
 
 impl Device {
@@ -68,11 +74,11 @@ impl Device {
     pub fn from_flag(value: Option<&str>) -> Result<Device> {
         match value {
             None | Some("cpu") => Ok(Device::Cpu),
-            Some("cuda") => Ok(Device::Cuda(Gpu::open(0)?)),
+            Some("cuda") => Ok(Device::Cuda(std::sync::Arc::new(Gpu::open(0)?))),
             Some(other) => {
                 let ordinal = other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok());
                 match ordinal {
-                    Some(n) => Ok(Device::Cuda(Gpu::open(n)?)),
+                    Some(n) => Ok(Device::Cuda(std::sync::Arc::new(Gpu::open(n)?))),
                     None => Err(Error::invalid(format!("--device {other}"), "unknown device")
                         .with_hint("cpu (the default), cuda, or cuda:N for GPU N")),
                 }
@@ -80,17 +86,22 @@ impl Device {
         }
     }
 
-    /// For a command whose model path runs on the CPU only so far: an error naming the GPU
-    /// that was found. The GPU kernels exist and are checked by `tests/kernels/`; the model's
-    /// tensors do not live on the GPU yet.
-    pub fn require_cpu(&self, command: &str) -> Result<()> {
+    /// "the CPU", or the GPU's name, compute capability and memory.
+    pub fn describe(&self) -> String {
         match self {
-            Device::Cpu => Ok(()),
-            Device::Cuda(gpu) => Err(Error::invalid(
-                format!("{command} --device cuda"),
-                format!("found {}, but this command's model path does not run on the GPU yet", gpu.describe()),
-            )
-            .with_hint("run it with --device cpu (the default); `cargo test --features cuda --test kernels` checks the GPU kernels")),
+            Device::Cpu => "the CPU".into(),
+            Device::Cuda(gpu) => gpu.describe(),
+        }
+    }
+
+    /// `t` on this device (the same tensor when it is there already).
+    pub fn place(&self, t: &crate::tensor::Tensor) -> crate::tensor::Tensor {
+        match self {
+            Device::Cpu => t.to_host(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpu) => t.to_gpu(gpu),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("a build without `cuda` never opens a GPU"),
         }
     }
 }

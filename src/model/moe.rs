@@ -47,7 +47,7 @@ pub fn sparse_moe_block(
     //     routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
     let logits = tape.matmul(h, w.router, false, true);
     let probs = tape.softmax(logits);
-    let routes = route(tape.value(probs).data(), seq, config);
+    let routes = route(&tape.value(probs).host_data(), seq, config);
     let weights = match routes.weights_from {
         WeightsFrom::TopK => {
             // HF: routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)

@@ -238,6 +238,18 @@ pub fn forward(
     Forward { logits, routers }
 }
 
+/// The logits that follow the last of `ids` (one sequence), from one forward pass over all of
+/// them on a tape beside the weights (host or GPU): generation without a KV cache, which is
+/// how `moe generate --device cuda` steps. (V) values.
+pub fn next_token_logits(config: &OlmoeConfig, weights: &Weights<Tensor>, ids: &[u32]) -> Vec<f32> {
+    assert!(!ids.is_empty(), "next_token_logits: no ids");
+    let mut tape = Tape::beside(&weights.embed_tokens);
+    let vars = weights.map(|w| tape.constant(w.clone()));
+    let out = forward(&mut tape, &vars, config, ids, 1, ids.len());
+    let logits = tape.value(out.logits).host_data();
+    logits[(ids.len() - 1) * config.vocab_size..].to_vec()
+}
+
 /// Every weight's gradient after `backward`, shaped like `weights` (zeros for a weight the loss
 /// did not reach); `vars` are the weights' leaves on the tape that was differentiated.
 pub fn weight_grads(weights: &Weights<Tensor>, vars: &Weights<Var>, grads: &Gradients) -> Weights<Tensor> {
@@ -245,7 +257,7 @@ pub fn weight_grads(weights: &Weights<Tensor>, vars: &Weights<Var>, grads: &Grad
     let mut var_of = vars.named().into_iter().map(|(_, v)| *v);
     weights.map(|w| {
         let v = var_of.next().expect("one var per weight");
-        grads.get(v).cloned().unwrap_or_else(|| Tensor::zeros(w.shape()))
+        grads.get(v).cloned().unwrap_or_else(|| w.zeros_like())
     })
 }
 

@@ -31,6 +31,11 @@ impl Tape {
     pub fn rope(&mut self, x: Var, pos0: usize, theta: f32) -> Var {
         let shape = self.shape(x).to_vec();
         let [b, t, h, d] = bthd(&shape, "rope");
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::rope(self.value(x), pos0, theta, [b, t, h, d]);
+            return self.push(y, Op::Rope { x, pos0, theta });
+        }
         let mut y = vec![0.0; self.value(x).numel()];
         rope_forward(&mut y, self.value(x).data(), pos0, theta, [b, t, h, d]);
         self.push(Tensor::new(&shape, y), Op::Rope { x, pos0, theta })
@@ -169,12 +174,21 @@ impl Tape {
         if s < t {
             fail(format!("{t} queries but only {s} keys (S must be ≥ T)"));
         }
+        let dims = AttentionDims { b, t, s, h, hkv, d };
+        #[cfg(feature = "cuda")]
+        if self.value(q).gpu().is_some() {
+            let (out, lse) =
+                crate::cuda::ops::causal_attention(self.value(q), self.value(k), self.value(v), dims);
+            return self.push(out, Op::CausalAttention { q, k, v, lse });
+        }
         let mut out = vec![0.0; b * t * h * d];
         let mut lse = vec![0.0; b * h * t];
         let (q_data, k_data, v_data) = (self.value(q).data(), self.value(k).data(), self.value(v).data());
-        let dims = AttentionDims { b, t, s, h, hkv, d };
         attention_forward(&mut out, &mut lse, q_data, k_data, v_data, dims);
-        self.push(Tensor::new(&q_shape, out), Op::CausalAttention { q, k, v, lse })
+        self.push(
+            Tensor::new(&q_shape, out),
+            Op::CausalAttention { q, k, v, lse: Tensor::new(&[b * h * t], lse) },
+        )
     }
 }
 

@@ -48,6 +48,11 @@ fn add_each(g: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
 impl Tape {
     /// Records y = forward(x), y with x's shape.
     fn unary(&mut self, x: Var, forward: impl Fn(&mut [f32], &[f32]), op: Op) -> Var {
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::elementwise(&op, self.value(x), None);
+            return self.push(y, op);
+        }
         let x_value = self.value(x);
         let mut y = vec![0.0; x_value.numel()];
         forward(&mut y, x_value.data());
@@ -60,6 +65,11 @@ impl Tape {
         let (a_value, b_value) = (self.value(a), self.value(b));
         let (sa, sb) = (a_value.shape(), b_value.shape());
         assert!(sa == sb, "{name}: shapes {sa:?} and {sb:?} differ");
+        #[cfg(feature = "cuda")]
+        if a_value.gpu().is_some() {
+            let y = crate::cuda::ops::elementwise(&op, a_value, Some(b_value));
+            return self.push(y, op);
+        }
         let mut y = vec![0.0; a_value.numel()];
         forward(&mut y, a_value.data(), b_value.data());
         let y = Tensor::new(a_value.shape(), y);
@@ -122,6 +132,11 @@ impl Tape {
     pub fn add_row(&mut self, x: Var, bias: Var) -> Var {
         assert_row_vector("add_row", self.shape(x), "bias", self.shape(bias));
         let (x_value, bias_value) = (self.value(x), self.value(bias));
+        #[cfg(feature = "cuda")]
+        if x_value.gpu().is_some() {
+            let y = crate::cuda::ops::add_row(x_value, bias_value);
+            return self.push(y, Op::AddRow { x, bias });
+        }
         let mut y = vec![0.0; x_value.numel()];
         add_row_forward(&mut y, x_value.data(), bias_value.data());
         let y = Tensor::new(x_value.shape(), y);
@@ -224,11 +239,16 @@ impl Tape {
         assert_row_vector("rmsnorm", self.shape(x), "w", self.shape(w));
         assert_rows_not_empty("rmsnorm", self.shape(x));
         let (x_value, w_value) = (self.value(x), self.value(w));
+        #[cfg(feature = "cuda")]
+        if x_value.gpu().is_some() {
+            let (y, rstd) = crate::cuda::ops::rmsnorm(x_value, w_value, eps);
+            return self.push(y, Op::RmsNorm { x, w, rstd });
+        }
         let (n, c) = x_value.rows_cols();
         let (mut y, mut rstd) = (vec![0.0; n * c], vec![0.0; n]);
         rmsnorm_forward(&mut y, &mut rstd, x_value.data(), w_value.data(), c, eps);
         let y = Tensor::new(x_value.shape(), y);
-        self.push(y, Op::RmsNorm { x, w, rstd })
+        self.push(y, Op::RmsNorm { x, w, rstd: Tensor::new(&[n], rstd) })
     }
 }
 
@@ -280,6 +300,11 @@ impl Tape {
     pub fn softmax(&mut self, x: Var) -> Var {
         assert_rows_not_empty("softmax", self.shape(x));
         let x_value = self.value(x);
+        #[cfg(feature = "cuda")]
+        if x_value.gpu().is_some() {
+            let y = crate::cuda::ops::softmax(x_value);
+            return self.push(y, Op::Softmax { x });
+        }
         let c = x_value.rows_cols().1;
         let mut y = vec![0.0; x_value.numel()];
         softmax_forward(&mut y, x_value.data(), c);
@@ -321,10 +346,15 @@ impl Tape {
     pub fn logsumexp_rows(&mut self, x: Var) -> Var {
         assert_rows_not_empty("logsumexp_rows", self.shape(x));
         let x_value = self.value(x);
+        let shape = &x_value.shape()[..x_value.shape().len() - 1];
+        #[cfg(feature = "cuda")]
+        if x_value.gpu().is_some() {
+            let y = crate::cuda::ops::logsumexp_rows(x_value, shape);
+            return self.push(y, Op::LogSumExpRows { x });
+        }
         let (rows, c) = x_value.rows_cols();
         let mut y = vec![0.0; rows];
         logsumexp_rows_forward(&mut y, x_value.data(), c);
-        let shape = &x_value.shape()[..x_value.shape().len() - 1];
         let y = Tensor::new(shape, y);
         self.push(y, Op::LogSumExpRows { x })
     }
@@ -372,11 +402,21 @@ pub fn clamp_backward(dx: &mut [f32], dy: &[f32], x: &[f32], lo: f32, hi: f32) {
 // backward: dx += dy  or   dx += dy / numel         (in autograd.rs)
 impl Tape {
     pub fn sum(&mut self, x: Var) -> Var {
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::sum(self.value(x), false);
+            return self.push(y, Op::Sum { x });
+        }
         let y = sum_forward(self.value(x).data());
         self.push(Tensor::scalar(y), Op::Sum { x })
     }
 
     pub fn mean(&mut self, x: Var) -> Var {
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::sum(self.value(x), true);
+            return self.push(y, Op::Mean { x });
+        }
         let y = mean_forward(self.value(x).data());
         self.push(Tensor::scalar(y), Op::Mean { x })
     }
@@ -407,6 +447,11 @@ impl Tape {
         };
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
             panic!("embedding: id {bad} is out of range for a table of V = {v} rows");
+        }
+        #[cfg(feature = "cuda")]
+        if table_value.gpu().is_some() {
+            let y = crate::cuda::ops::take_rows(table_value, ids, true);
+            return self.push(y, Op::Embedding { table, ids: ids.to_vec(), padding_idx });
         }
         let mut y = vec![0.0; ids.len() * c];
         embedding_forward(&mut y, table_value.data(), ids, c);

@@ -29,9 +29,16 @@ impl Tape {
                 "cross_entropy: target {t} at row {row} is outside 0..{v} and is not the ignore_index {ignore_index}"
             );
         }
+        #[cfg(feature = "cuda")]
+        if self.value(logits).gpu().is_some() {
+            let (loss, lse) = crate::cuda::ops::cross_entropy(self.value(logits), targets, ignore_index);
+            return self
+                .push(loss, Op::CrossEntropy { logits, targets: targets.to_vec(), ignore_index, lse });
+        }
         let mut lse = vec![0.0; n];
         let loss = cross_entropy_forward(&mut lse, self.value(logits).data(), targets, ignore_index, v);
-        let op = Op::CrossEntropy { logits, targets: targets.to_vec(), ignore_index, lse };
+        let op =
+            Op::CrossEntropy { logits, targets: targets.to_vec(), ignore_index, lse: Tensor::new(&[n], lse) };
         self.push(Tensor::scalar(loss), op)
     }
 }

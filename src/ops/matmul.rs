@@ -78,6 +78,11 @@ impl Tape {
             dims.m *= dims.batch;
             dims.batch = 1;
         }
+        #[cfg(feature = "cuda")]
+        if self.value(a).gpu().is_some() {
+            let c = crate::cuda::ops::matmul(self.value(a), self.value(b), &dims, &out_shape);
+            return self.push(c, Op::Matmul { a, b, dims });
+        }
         let mut c = vec![0.0; batch * m * n];
         matmul_forward(&mut c, self.value(a).data(), self.value(b).data(), &dims);
         self.push(Tensor::new(&out_shape, c), Op::Matmul { a, b, dims })
@@ -143,6 +148,11 @@ impl Tape {
             || offsets.windows(2).any(|p| p[0] > p[1])
         {
             fail(&format!("offsets {offsets:?} must rise from 0 to M = {m} in E + 1 = {} steps", e + 1));
+        }
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::grouped_matmul(self.value(x), self.value(w), offsets, k, n);
+            return self.push(y, Op::GroupedMatmul { x, w, offsets: offsets.to_vec() });
         }
         let mut y = vec![0.0; m * n];
         grouped_matmul_forward(&mut y, self.value(x).data(), self.value(w).data(), offsets, k, n);

@@ -23,10 +23,16 @@ impl Tape {
         let shape = self.shape(x).to_vec();
         let (n, c) = self.value(x).rows_cols();
         assert!((1..=c).contains(&k), "topk: k = {k} must be in 1..={c} for x {shape:?}");
+        let values_shape = [&shape[..shape.len().saturating_sub(1)], &[k]].concat();
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let (values, indices) = crate::cuda::ops::topk(self.value(x), k, &values_shape);
+            let values = self.push(values, Op::TopK { x, indices: indices.clone() });
+            return (values, indices);
+        }
         let mut values = vec![0.0; n * k];
         let mut indices = vec![0; n * k];
         topk_forward(&mut values, &mut indices, self.value(x).data(), c, k);
-        let values_shape = [&shape[..shape.len().saturating_sub(1)], &[k]].concat();
         let values = self.push(Tensor::new(&values_shape, values), Op::TopK { x, indices: indices.clone() });
         (values, indices)
     }
@@ -73,6 +79,11 @@ impl Tape {
     pub fn gather_rows(&mut self, x: Var, idx: &[u32]) -> Var {
         let (rows, c) = self.value(x).rows_cols();
         check_indices("gather_rows", idx, rows, &format!("x {:?}", self.shape(x)));
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::take_rows(self.value(x), idx, false);
+            return self.push(y, Op::GatherRows { x, idx: idx.to_vec() });
+        }
         let mut y = vec![0.0; idx.len() * c];
         gather_rows_forward(&mut y, self.value(x).data(), idx, c);
         self.push(Tensor::new(&[idx.len(), c], y), Op::GatherRows { x, idx: idx.to_vec() })
@@ -89,6 +100,11 @@ impl Tape {
             idx.len()
         );
         check_indices("scatter_add_rows", idx, rows, &format!("the output [{rows}, {c}]"));
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::scatter_add_rows(self.value(x), idx, rows);
+            return self.push(y, Op::ScatterAddRows { x, idx: idx.to_vec() });
+        }
         let mut y = vec![0.0; rows * c];
         scatter_add_rows_forward(&mut y, self.value(x).data(), idx, c);
         self.push(Tensor::new(&[rows, c], y), Op::ScatterAddRows { x, idx: idx.to_vec() })
@@ -164,6 +180,11 @@ impl Tape {
             self.shape(x),
             self.shape(w)
         );
+        #[cfg(feature = "cuda")]
+        if self.value(x).gpu().is_some() {
+            let y = crate::cuda::ops::scale_rows(self.value(x), self.value(w));
+            return self.push(y, Op::ScaleRows { x, w });
+        }
         let mut y = vec![0.0; m * c];
         scale_rows_forward(&mut y, self.value(x).data(), self.value(w).data(), c);
         let shape = self.shape(x).to_vec();
@@ -198,6 +219,11 @@ impl Tape {
         let x_value = self.value(x);
         let c = x_value.rows_cols().1;
         assert!(c > 0, "renormalize_rows: x {:?} has empty rows", x_value.shape());
+        #[cfg(feature = "cuda")]
+        if x_value.gpu().is_some() {
+            let y = crate::cuda::ops::renormalize_rows(x_value);
+            return self.push(y, Op::RenormalizeRows { x });
+        }
         let mut y = vec![0.0; x_value.numel()];
         renormalize_rows_forward(&mut y, x_value.data(), c);
         let y = Tensor::new(x_value.shape(), y);

@@ -13,6 +13,8 @@ mod elementwise;
 mod embedding;
 mod expert_matmul;
 mod loss;
+mod matmul;
+mod model;
 mod optim;
 mod rope;
 mod router;
@@ -21,12 +23,17 @@ mod rows;
 use moe::cuda::Gpu;
 use moe::rng::Rng;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The GPU, or None after saying why the calling test is skipped.
 pub fn gpu(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    match GPU.get_or_init(|| Gpu::open(0).map_err(|e| e.to_string().replace('\n', " "))) {
+    shared_gpu(test).map(|gpu| &**gpu)
+}
+
+/// The GPU as the tensors hold it (shared), or None after saying why the test is skipped.
+pub fn shared_gpu(test: &str) -> Option<&'static Arc<Gpu>> {
+    static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
+    match GPU.get_or_init(|| Gpu::open(0).map(Arc::new).map_err(|e| e.to_string().replace('\n', " "))) {
         Ok(gpu) => Some(gpu),
         Err(why) => {
             // Straight to the stream: the harness captures print!/eprint!, not this.
