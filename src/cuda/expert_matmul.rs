@@ -91,34 +91,7 @@ pub fn grouped_matmul_forward(
     const OP: &str = "grouped_matmul_forward";
     let (e, m) = groups(OP, offsets);
     check_sizes(OP, k, n, &[("y", y.len(), m * n), ("x", x.len(), m * k), ("w", w.len(), e * n * k)]);
-    if m == 0 {
-        return Ok(());
-    }
-    let tiles = row_tiles(offsets);
-    let launch = row_tile_launch(OP, tiles.len() / 3, n);
-    let tiles = gpu.upload(&tiles)?;
-    let (n32, k32, accumulate) = (n as u32, k as u32, 0u32);
-    let f = gpu.function(Family::ExpertMatmul, OP)?;
-    // SAFETY: grouped_matmul_forward(f32 *y, const u16 *x, const u16 *w, const u32 *tiles,
-    // u32 n, u32 k, u32 accumulate): the grid is T·ceil(N / 128) blocks for the T triples of
-    // tiles, so each block reads one triple, whose rows lie in 0..M and expert in 0..E
-    // (row_tiles of checked offsets); it reads x and writes y only at those rows, and w only in
-    // w[e], at columns < N and k < K (bounds-checked in the kernel); y, x, w hold M·N, M·K,
-    // E·N·K values (asserted above).
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(y)
-            .arg(x)
-            .arg(w)
-            .arg(&tiles)
-            .arg(&n32)
-            .arg(&k32)
-            .arg(&accumulate)
-            .launch(launch)
-    }
-    .map_err(driver("launching grouped_matmul_forward"))?;
-    Ok(())
+    launch_row_tiled(gpu, OP, y, x, w, offsets, k, n, n, false)
 }
 
 /// dx[rows_e] += dy[rows_e] · w[e]: accumulates into dx (M, K) f32, like the twin
@@ -135,25 +108,44 @@ pub fn grouped_matmul_backward_input(
     const OP: &str = "grouped_matmul_backward_input";
     let (e, m) = groups(OP, offsets);
     check_sizes(OP, k, n, &[("dx", dx.len(), m * k), ("dy", dy.len(), m * n), ("w", w.len(), e * n * k)]);
-    if m == 0 {
+    launch_row_tiled(gpu, OP, dx, dy, w, offsets, k, n, k, true)
+}
+
+/// The launch the forward and the input gradient share: out (M, cols) from a's rows and the
+/// experts' w (E, N, K), one block per (row tile, 128 output columns); cols = N for the
+/// forward (written), K for the input gradient (accumulated). Sizes are checked by the callers.
+#[allow(clippy::too_many_arguments)]
+fn launch_row_tiled(
+    gpu: &Gpu,
+    op: &str,
+    out: &mut Buf<f32>,
+    a: &Buf<u16>,
+    w: &Buf<u16>,
+    offsets: &[usize],
+    k: usize,
+    n: usize,
+    cols: usize,
+    accumulate: bool,
+) -> Result<()> {
+    if offsets[offsets.len() - 1] == 0 {
         return Ok(());
     }
     let tiles = row_tiles(offsets);
-    let launch = row_tile_launch(OP, tiles.len() / 3, k);
+    let launch = row_tile_launch(op, tiles.len() / 3, cols);
     let tiles = gpu.upload(&tiles)?;
-    let (n32, k32, accumulate) = (n as u32, k as u32, 1u32);
-    let f = gpu.function(Family::ExpertMatmul, OP)?;
-    // SAFETY: grouped_matmul_backward_input(f32 *dx, const u16 *dy, const u16 *w,
-    // const u32 *tiles, u32 n, u32 k, u32 accumulate): the grid is T·ceil(K / 128) blocks for
-    // the T triples of tiles, so each block reads one triple, whose rows lie in 0..M and expert
-    // in 0..E; it reads dy and reads/writes dx only at those rows, and w only in w[e], at
-    // columns < K and j < N (bounds-checked in the kernel); dx, dy, w hold M·K, M·N, E·N·K
-    // values (asserted above).
+    let (n32, k32, accumulate) = (n as u32, k as u32, accumulate as u32);
+    let f = gpu.function(Family::ExpertMatmul, op)?;
+    // SAFETY: both kernels take (f32 *out, const u16 *a, const u16 *w, const u32 *tiles,
+    // u32 n, u32 k, u32 accumulate); the grid is T·ceil(cols / 128) blocks for the T triples of
+    // tiles, so each block reads one triple, whose rows lie in 0..M and expert in 0..E
+    // (row_tiles of checked offsets); it reads a and writes out only at those rows, and w only
+    // in w[e], at columns < cols and reduction indices < the other of N, K (bounds-checked in
+    // the kernel); the callers asserted out, a and w hold M·cols, M·(N + K − cols) and E·N·K.
     unsafe {
         gpu.stream()
             .launch_builder(&f)
-            .arg(dx)
-            .arg(dy)
+            .arg(out)
+            .arg(a)
             .arg(w)
             .arg(&tiles)
             .arg(&n32)
@@ -161,7 +153,7 @@ pub fn grouped_matmul_backward_input(
             .arg(&accumulate)
             .launch(launch)
     }
-    .map_err(driver("launching grouped_matmul_backward_input"))?;
+    .map_err(driver(format!("launching {op}")))?;
     Ok(())
 }
 
