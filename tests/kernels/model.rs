@@ -60,16 +60,26 @@ fn training_step_on_the_gpu_matches_the_cpu() {
         close(&format!("step {step} z-loss"), gpu.z, cpu.z, 5e-2);
         close(&format!("step {step} gradient norm"), gpu.grad_norm, cpu.grad_norm, 0.1);
     }
-    // AdamW moves each weight by about lr a step: after two, the two runs stay within 2·lr
-    // wherever their gradients agree in sign, which is nearly everywhere.
-    let mut worst = 0.0f32;
+    // Each of the first two AdamW steps moves a weight by at most lr·(1 + 4e-4) (|m̂|/√v̂ ≤ 1 by
+    // Cauchy–Schwarz for β1 = 0.9, β2 = 0.95), so the two runs end within 4·lr of each other
+    // even where their gradients differ in sign at both steps; on average they are far closer.
+    let (mut worst, mut total, mut count) = (0.0f32, 0.0f64, 0usize);
     for (i, ((_, c), (_, g))) in on_cpu.named().into_iter().zip(on_gpu.named()).enumerate() {
         let (c, g) = (c.data(), g.to_host());
-        let diff = c.iter().zip(g.data()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(diff <= 4.0 * lr, "weight {i} (in Weights::named order): differs by {diff} after two steps");
-        worst = worst.max(diff);
+        for (a, b) in c.iter().zip(g.data()) {
+            let diff = (a - b).abs();
+            assert!(
+                diff <= 4.5 * lr,
+                "weight {i} (in Weights::named order): differs by {diff} after two steps"
+            );
+            worst = worst.max(diff);
+            total += diff as f64;
+        }
+        count += c.len();
     }
-    eprintln!("weights after two steps: worst |gpu - cpu| = {worst:.2e}");
+    let mean = (total / count as f64) as f32;
+    eprintln!("weights after two steps: worst |gpu - cpu| = {worst:.2e}, mean {mean:.2e} (lr {lr:.0e})");
+    assert!(mean <= 0.25 * lr, "weights after two steps differ by {mean} on average");
 }
 
 #[test]
