@@ -412,7 +412,7 @@ pub fn start(
     on(Event::Note(format!("data: {report}")));
     let weights = weights.unwrap_or_else(|| Weights::init(&config, &mut Rng::new(options.seed)));
     let optimizer = AdamW::new(options.adamw);
-    let mut run = Run::new(options, config, &weights, device, optimizer, RunState::fresh())?;
+    let mut run = Run::new(options, config, weights, device, optimizer, RunState::fresh())?;
     File::create(dir.join("log.jsonl"))
         .map_err(|source| Error::Io { path: dir.join("log.jsonl"), source })?;
     run.save_checkpoint()?;
@@ -464,7 +464,7 @@ pub fn resume(
         .and_then(|f| f.set_len(state.log_bytes))
         .map_err(|source| Error::Io { path: log.clone(), source })?;
     on(Event::Note(format!("resuming {} at step {} of {}", dir.display(), state.step, options.steps)));
-    Run::new(options, config, &weights, device, optimizer, state)?.go(stop_after, on)
+    Run::new(options, config, weights, device, optimizer, state)?.go(stop_after, on)
 }
 
 /// Where a run stands: what `train_state.json` holds besides the options.
@@ -532,7 +532,7 @@ impl Run {
     fn new(
         options: RunOptions,
         config: OlmoeConfig,
-        weights: &Weights<Tensor>,
+        weights: Weights<Tensor>,
         device: &Device,
         optimizer: AdamW,
         state: RunState,
@@ -543,7 +543,7 @@ impl Run {
         // Fails early when the validation split holds no whole sample.
         let _ = data::validation_batches(val.tokens(), options.seq, options.micro_batch)?;
         let schedule = options.schedule()?;
-        let weights = weights.map(|w| device.place(w));
+        let weights = weights.map(|w| device.place(w)); // on the host: the same storage
         Ok(Run { options, config, weights, optimizer, state, schedule, batches, val })
     }
 
