@@ -37,6 +37,35 @@ fn score_scale(d: usize) -> f32 {
     1.0 / (d as f32).sqrt()
 }
 
+/// Launches attention kernel `name`, one warp per row of `rows`. Every kernel in
+/// attention.ptx takes (f32 *out0, f32 *out1, const f32 *inputs…, u32 b, t, s, h, hkv, d,
+/// f32 scale).
+fn launch_warp_per_row(
+    gpu: &Gpu,
+    name: &str,
+    rows: usize,
+    [out0, out1]: [&mut Buf<f32>; 2],
+    inputs: &[&Buf<f32>],
+    sizes: &[u32; 6],
+    scale: f32,
+) -> Result<()> {
+    let f = gpu.function(Family::Attention, name)?;
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(out0).arg(out1);
+    for &input in inputs {
+        launch.arg(input);
+    }
+    for size in sizes {
+        launch.arg(size);
+    }
+    launch.arg(&scale);
+    // SAFETY: the argument list is the kernel's, in order (above); each kernel reads and
+    // writes q-shaped buffers below B·T·H·D, k-shaped ones below B·S·Hkv·D and per-row ones
+    // (lse, δ) below B·H·T, and the callers assert every buffer's length for those sizes.
+    unsafe { launch.launch(warp_per_row(rows)) }.map_err(driver(format!("launching {name}")))?;
+    Ok(())
+}
+
 /// out (B, T, H, D) and lse (B, H, T) of causal attention of q over k, v (B, S, Hkv, D)
 /// (twin: `ops::attention::attention_forward`).
 pub fn attention_forward(
@@ -48,37 +77,15 @@ pub fn attention_forward(
     v: &Buf<f32>,
     dims: AttentionDims,
 ) -> Result<()> {
-    let [b, t, s, h, hkv, d] = kernel_dims("attention_forward", dims, q, k, v);
+    let sizes = kernel_dims("attention_forward", dims, q, k, v);
     let rows = dims.b * dims.h * dims.t;
     assert_eq!(out.len(), q.len(), "attention_forward: out holds {} values, q {}", out.len(), q.len());
     assert_eq!(lse.len(), rows, "attention_forward: lse holds {} values, {dims:?} needs {rows}", lse.len());
     if rows == 0 {
         return Ok(());
     }
-    let scale = score_scale(dims.d);
-    let f = gpu.function(Family::Attention, "attention_forward")?;
-    // SAFETY: attention_forward(f32 *out, f32 *lse, const f32 *q, *k, *v, u32 b, t, s, h, hkv,
-    // d, f32 scale) reads q below B*T*H*D, k and v below B*S*Hkv*D, writes out below B*T*H*D and
-    // lse below B*H*T: the lengths asserted above and in kernel_dims.
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(out)
-            .arg(lse)
-            .arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&b)
-            .arg(&t)
-            .arg(&s)
-            .arg(&h)
-            .arg(&hkv)
-            .arg(&d)
-            .arg(&scale)
-            .launch(warp_per_row(rows))
-    }
-    .map_err(driver("launching attention_forward"))?;
-    Ok(())
+    // out (B, T, H, D) and lse (B, H, T) from q, k, v
+    launch_warp_per_row(gpu, "attention_forward", rows, [out, lse], &[q, k, v], &sizes, score_scale(dims.d))
 }
 
 /// dq += ∂L/∂q, dk += ∂L/∂k, dv += ∂L/∂v from dout and the forward's out and lse (twin:
@@ -99,7 +106,7 @@ pub fn attention_backward(
     v: &Buf<f32>,
     dims: AttentionDims,
 ) -> Result<()> {
-    let [b, t, s, h, hkv, d] = kernel_dims("attention_backward", dims, q, k, v);
+    let sizes = kernel_dims("attention_backward", dims, q, k, v);
     let rows = dims.b * dims.h * dims.t;
     for (name, buf) in [("dq", &*dq), ("dout", dout), ("out", out)] {
         assert_eq!(
@@ -126,58 +133,10 @@ pub fn attention_backward(
     let scale = score_scale(dims.d);
     // δ (B, H, T)
     let mut delta = gpu.zeros::<f32>(rows)?;
-
-    let f = gpu.function(Family::Attention, "attention_backward_dq")?;
-    // SAFETY: attention_backward_dq(f32 *dq, f32 *delta, const f32 *dout, *lse, *out, *q, *k,
-    // *v, u32 b, t, s, h, hkv, d, f32 scale) touches dq, dout, out and q below B*T*H*D, k and v
-    // below B*S*Hkv*D, lse and delta below B*H*T: the lengths asserted above, delta made so.
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(&mut *dq)
-            .arg(&mut delta)
-            .arg(dout)
-            .arg(lse)
-            .arg(out)
-            .arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&b)
-            .arg(&t)
-            .arg(&s)
-            .arg(&h)
-            .arg(&hkv)
-            .arg(&d)
-            .arg(&scale)
-            .launch(warp_per_row(rows))
-    }
-    .map_err(driver("launching attention_backward_dq"))?;
-
-    let f = gpu.function(Family::Attention, "attention_backward_dkdv")?;
-    // SAFETY: attention_backward_dkdv(f32 *dk, f32 *dv, const f32 *dout, *lse, *delta, *q, *k,
-    // *v, u32 b, t, s, h, hkv, d, f32 scale) touches dk, dv, k and v below B*S*Hkv*D, dout and
-    // q below B*T*H*D, lse and delta below B*H*T: the same lengths. It runs after _dq on the
-    // same stream, so delta is written.
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(dk)
-            .arg(dv)
-            .arg(dout)
-            .arg(lse)
-            .arg(&delta)
-            .arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&b)
-            .arg(&t)
-            .arg(&s)
-            .arg(&h)
-            .arg(&hkv)
-            .arg(&d)
-            .arg(&scale)
-            .launch(warp_per_row(dims.b * dims.hkv * dims.s))
-    }
-    .map_err(driver("launching attention_backward_dkdv"))?;
-    Ok(())
+    // dq += …, and δ_i = dout_i · out_i, one warp per query row
+    let inputs = [dout, lse, out, q, k, v];
+    launch_warp_per_row(gpu, "attention_backward_dq", rows, [dq, &mut delta], &inputs, &sizes, scale)?;
+    // dk, dv += …, one warp per key row of a kv head; after _dq on the same stream, so δ is written
+    let (inputs, key_rows) = ([dout, lse, &delta, q, k, v], dims.b * dims.hkv * dims.s);
+    launch_warp_per_row(gpu, "attention_backward_dkdv", key_rows, [dk, dv], &inputs, &sizes, scale)
 }

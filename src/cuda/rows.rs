@@ -30,6 +30,33 @@ fn one_block_per_row(rows: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Launches kernel `name` of the form (f32 *out, const f32 *inputs…, u32 C) with one block per
+/// row (softmax, log-sum-exp, renormalise, forward and backward). Nothing to do for N = 0.
+fn launch_per_row(
+    gpu: &Gpu,
+    name: &str,
+    rows: u32,
+    c: u32,
+    out: &mut Buf<f32>,
+    inputs: &[&Buf<f32>],
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let f = gpu.function(Family::Rows, name)?;
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(out);
+    for &input in inputs {
+        launch.arg(input);
+    }
+    launch.arg(&c);
+    // SAFETY: each of these kernels takes (f32 *out, const f32 *inputs…, u32 C) in this order,
+    // and block n touches only row n of each buffer ([n·C, (n+1)·C) of an (N, C) one, element
+    // n of an (N) one); the callers assert every buffer's length for N rows of C.
+    unsafe { launch.launch(one_block_per_row(rows)) }.map_err(driver(format!("launching {name}")))?;
+    Ok(())
+}
+
 // ---- RMSNorm
 
 /// RMSNorm forward (twin: `ops::dense::rmsnorm_forward`).  x, y: (N, C)  w: (C)  rstd: (N)
@@ -144,15 +171,7 @@ pub fn rmsnorm_backward(
 pub fn softmax_forward(gpu: &Gpu, y: &mut Buf<f32>, x: &Buf<f32>, c: usize) -> Result<()> {
     let (rows, c_u32) = rows_cols("softmax_forward", x.len(), c);
     assert_eq!(y.len(), x.len(), "softmax_forward: y has {} values, x {}", y.len(), x.len());
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "softmax_forward")?;
-    // SAFETY: softmax_forward(f32 *y, const f32 *x, u32 C), N blocks: block n touches y and
-    // x at [n·C, (n+1)·C); both hold N·C values (asserted above).
-    unsafe { gpu.stream().launch_builder(&f).arg(y).arg(x).arg(&c_u32).launch(one_block_per_row(rows)) }
-        .map_err(driver("launching softmax_forward"))?;
-    Ok(())
+    launch_per_row(gpu, "softmax_forward", rows, c_u32, y, &[x])
 }
 
 /// Softmax backward (twin: `ops::dense::softmax_backward`); accumulates into dx.
@@ -161,17 +180,7 @@ pub fn softmax_backward(gpu: &Gpu, dx: &mut Buf<f32>, dy: &Buf<f32>, y: &Buf<f32
     let (rows, c_u32) = rows_cols("softmax_backward", y.len(), c);
     assert_eq!(dx.len(), y.len(), "softmax_backward: dx has {} values, y {}", dx.len(), y.len());
     assert_eq!(dy.len(), y.len(), "softmax_backward: dy has {} values, y {}", dy.len(), y.len());
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "softmax_backward")?;
-    // SAFETY: softmax_backward(f32 *dx, const f32 *dy, const f32 *y, u32 C), N blocks: block
-    // n touches dx, dy, y at [n·C, (n+1)·C); all hold N·C values (asserted above).
-    unsafe {
-        gpu.stream().launch_builder(&f).arg(dx).arg(dy).arg(y).arg(&c_u32).launch(one_block_per_row(rows))
-    }
-    .map_err(driver("launching softmax_backward"))?;
-    Ok(())
+    launch_per_row(gpu, "softmax_backward", rows, c_u32, dx, &[dy, y])
 }
 
 // ---- log-sum-exp over each row
@@ -186,15 +195,7 @@ pub fn logsumexp_rows_forward(gpu: &Gpu, y: &mut Buf<f32>, x: &Buf<f32>, c: usiz
         "logsumexp_rows_forward: y has {} values for N = {rows} rows",
         y.len()
     );
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "logsumexp_rows_forward")?;
-    // SAFETY: logsumexp_rows_forward(f32 *y, const f32 *x, u32 C), N blocks: block n touches
-    // x at [n·C, (n+1)·C) and y[n]; x holds N·C values, y N (asserted above).
-    unsafe { gpu.stream().launch_builder(&f).arg(y).arg(x).arg(&c_u32).launch(one_block_per_row(rows)) }
-        .map_err(driver("launching logsumexp_rows_forward"))?;
-    Ok(())
+    launch_per_row(gpu, "logsumexp_rows_forward", rows, c_u32, y, &[x])
 }
 
 /// Log-sum-exp backward (twin: `ops::dense::logsumexp_rows_backward`); accumulates into dx.
@@ -221,25 +222,7 @@ pub fn logsumexp_rows_backward(
         "logsumexp_rows_backward: y has {} values for N = {rows} rows",
         y.len()
     );
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "logsumexp_rows_backward")?;
-    // SAFETY: logsumexp_rows_backward(f32 *dx, const f32 *dy, const f32 *y, const f32 *x,
-    // u32 C), N blocks: block n touches dx and x at [n·C, (n+1)·C), dy[n] and y[n]; dx and x
-    // hold N·C values, dy and y N (asserted above).
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(dx)
-            .arg(dy)
-            .arg(y)
-            .arg(x)
-            .arg(&c_u32)
-            .launch(one_block_per_row(rows))
-    }
-    .map_err(driver("launching logsumexp_rows_backward"))?;
-    Ok(())
+    launch_per_row(gpu, "logsumexp_rows_backward", rows, c_u32, dx, &[dy, y, x])
 }
 
 // ---- renormalise rows to sum to one
@@ -249,15 +232,7 @@ pub fn logsumexp_rows_backward(
 pub fn renormalize_rows_forward(gpu: &Gpu, y: &mut Buf<f32>, x: &Buf<f32>, c: usize) -> Result<()> {
     let (rows, c_u32) = rows_cols("renormalize_rows_forward", x.len(), c);
     assert_eq!(y.len(), x.len(), "renormalize_rows_forward: y has {} values, x {}", y.len(), x.len());
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "renormalize_rows_forward")?;
-    // SAFETY: renormalize_rows_forward(f32 *y, const f32 *x, u32 C), N blocks: block n
-    // touches y and x at [n·C, (n+1)·C); both hold N·C values (asserted above).
-    unsafe { gpu.stream().launch_builder(&f).arg(y).arg(x).arg(&c_u32).launch(one_block_per_row(rows)) }
-        .map_err(driver("launching renormalize_rows_forward"))?;
-    Ok(())
+    launch_per_row(gpu, "renormalize_rows_forward", rows, c_u32, y, &[x])
 }
 
 /// Renormalise backward (twin: `ops::moe::renormalize_rows_backward`); accumulates into dx.
@@ -274,25 +249,7 @@ pub fn renormalize_rows_backward(
     for (name, len) in [("dx", dx.len()), ("dy", dy.len()), ("y", y.len())] {
         assert_eq!(len, x.len(), "renormalize_rows_backward: {name} has {len} values, x {}", x.len());
     }
-    if rows == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(Family::Rows, "renormalize_rows_backward")?;
-    // SAFETY: renormalize_rows_backward(f32 *dx, const f32 *dy, const f32 *y, const f32 *x,
-    // u32 C), N blocks: block n touches dx, dy, y, x at [n·C, (n+1)·C); all hold N·C values
-    // (asserted above).
-    unsafe {
-        gpu.stream()
-            .launch_builder(&f)
-            .arg(dx)
-            .arg(dy)
-            .arg(y)
-            .arg(x)
-            .arg(&c_u32)
-            .launch(one_block_per_row(rows))
-    }
-    .map_err(driver("launching renormalize_rows_backward"))?;
-    Ok(())
+    launch_per_row(gpu, "renormalize_rows_backward", rows, c_u32, dx, &[dy, y, x])
 }
 
 // ---- sum and mean of every element
