@@ -81,16 +81,9 @@ fn moe_reference(x: &[Vec<f64>], k: usize, norm_topk_prob: bool) -> Vec<f64> {
         let total: f64 = chosen[t].iter().map(|&e| probs[t][e]).sum();
         for &e in &chosen[t] {
             let w = if norm_topk_prob { probs[t][e] / total } else { probs[t][e] };
-            let act: Vec<f64> = (0..F)
-                .map(|f| {
-                    let g = dot(h, &x[2][(e * F + f) * C..(e * F + f + 1) * C]);
-                    let u = dot(h, &x[3][(e * F + f) * C..(e * F + f + 1) * C]);
-                    g / (1.0 + (-g).exp()) * u
-                })
-                .collect();
-            for c in 0..C {
-                out[t * C + c] += w * dot(&act, &x[4][(e * C + c) * F..(e * C + c + 1) * F]);
-            }
+            let expert = |i: usize| &x[i][e * F * C..(e + 1) * F * C];
+            let y = common::swiglu_mlp_ref(h, expert(2), expert(3), expert(4));
+            out[t * C..(t + 1) * C].iter_mut().zip(y).for_each(|(o, y)| *o += w * y);
         }
     }
     out

@@ -102,20 +102,12 @@ const F: usize = 2;
 /// The block's output from `routes` (computed by the twin's own rules), per token in f64:
 /// out_t = Σ_{served (t, e)} w · down_e(silu(gate_e h_t) ⊙ up_e h_t).
 fn block_reference(x: &[Vec<f64>], served: &[(usize, usize, f64)]) -> Vec<f64> {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let mut out = vec![0.0; N * C];
     for &(t, e, w) in served {
         let h = &x[0][t * C..(t + 1) * C];
-        let act: Vec<f64> = (0..F)
-            .map(|f| {
-                let g = dot(h, &x[2][(e * F + f) * C..(e * F + f + 1) * C]);
-                let u = dot(h, &x[3][(e * F + f) * C..(e * F + f + 1) * C]);
-                g / (1.0 + (-g).exp()) * u
-            })
-            .collect();
-        for c in 0..C {
-            out[t * C + c] += w * dot(&act, &x[4][(e * C + c) * F..(e * C + c + 1) * F]);
-        }
+        let expert = |i: usize| &x[i][e * F * C..(e + 1) * F * C];
+        let y = common::swiglu_mlp_ref(h, expert(2), expert(3), expert(4));
+        out[t * C..(t + 1) * C].iter_mut().zip(y).for_each(|(o, y)| *o += w * y);
     }
     out
 }
@@ -289,21 +281,8 @@ fn a_shared_expert_adds_its_mlp_to_every_token() {
         ..config(Routing::TokenChoice)
     };
     let shared = |x: &[Vec<f64>]| -> Vec<f64> {
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let mut out = vec![0.0; N * C];
-        for t in 0..N {
-            let h = &x[0][t * C..(t + 1) * C];
-            let act: Vec<f64> = (0..FS)
-                .map(|f| {
-                    let g = dot(h, &x[5][f * C..(f + 1) * C]);
-                    g / (1.0 + (-g).exp()) * dot(h, &x[6][f * C..(f + 1) * C])
-                })
-                .collect();
-            for c in 0..C {
-                out[t * C + c] = dot(&act, &x[7][c * FS..(c + 1) * FS]);
-            }
-        }
-        out
+        let token = |t: usize| common::swiglu_mlp_ref(&x[0][t * C..(t + 1) * C], &x[5], &x[6], &x[7]);
+        (0..N).flat_map(token).collect::<Vec<f64>>()
     };
     check_op(
         "moe block with a shared expert",

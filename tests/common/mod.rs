@@ -147,6 +147,22 @@ pub fn check_op(
     }
 }
 
+/// One SwiGLU MLP (an expert, or the shared expert) on one token in f64, as HF writes it:
+/// down(silu(gate h) ⊙ up h).  h: (C)  gate, up: (F, C)  down: (C, F)  → (C)
+pub fn swiglu_mlp_ref(h: &[f64], gate: &[f64], up: &[f64], down: &[f64]) -> Vec<f64> {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let c = h.len();
+    let act: Vec<f64> = gate
+        .chunks_exact(c)
+        .zip(up.chunks_exact(c))
+        .map(|(g_row, u_row)| {
+            let g = dot(h, g_row);
+            g / (1.0 + (-g).exp()) * dot(h, u_row)
+        })
+        .collect();
+    down.chunks_exact(act.len()).map(|d_row| dot(&act, d_row)).collect()
+}
+
 /// Plain f64 matrix product of row-major a (m×k) and b (k×n), for references.
 pub fn matmul_ref(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
