@@ -1,5 +1,6 @@
-//! Launch wrappers for `kernels/optim.ptx`: the AdamW step, the global gradient norm and
-//! clipping (twins: `optim::adamw_update`, `optim::global_norm`, `optim::clip_grad_norm`).
+//! Launch wrappers for `kernels/optim.ptx`: the AdamW step, the sum of squares behind the
+//! global gradient norm, and the scaling that clips (twins: `optim::adamw_update` and the GPU
+//! branches of `optim::global_norm` / `optim::clip_grad_norm`, which call these).
 //!
 //! All three give the CPU's bits: the AdamW kernel does the same IEEE operations in the same
 //! order (no fused multiply-adds), the norm sums the same chunks in the same order in f64
@@ -84,16 +85,6 @@ pub fn sum_squares(gpu: &Gpu, x: &Buf<f32>) -> Result<f64> {
     Ok(gpu.download(&partials)?.into_iter().sum::<f64>())
 }
 
-/// The global L2 norm of all `tensors` together, sqrt(Σ_tensors Σ_i x_i²) (twin:
-/// `optim::global_norm`, the same bits).
-pub fn global_norm(gpu: &Gpu, tensors: &[&Buf<f32>]) -> Result<f64> {
-    let mut sum = 0.0f64;
-    for t in tensors {
-        sum += sum_squares(gpu, t)?;
-    }
-    Ok(sum.sqrt())
-}
-
 /// x_i *= s, in place.
 pub fn scale(gpu: &Gpu, x: &mut Buf<f32>, s: f32) -> Result<()> {
     if x.is_empty() {
@@ -106,21 +97,4 @@ pub fn scale(gpu: &Gpu, x: &mut Buf<f32>, s: f32) -> Result<()> {
     unsafe { gpu.stream().launch_builder(&f).arg(x).arg(&n).arg(&s).launch(launch) }
         .map_err(driver("launching scale"))?;
     Ok(())
-}
-
-/// `torch.nn.utils.clip_grad_norm_`: scales every gradient by coef = min(max_norm / (n +
-/// 1e-6), 1) when coef < 1, and returns n, the norm before clipping (twin:
-/// `optim::clip_grad_norm`, the same bits; a non-finite n leaves the gradients untouched).
-pub fn clip_grad_norm(gpu: &Gpu, grads: &mut [&mut Buf<f32>], max_norm: f32) -> Result<f32> {
-    let norm = {
-        let views: Vec<&Buf<f32>> = grads.iter().map(|g| &**g).collect();
-        global_norm(gpu, &views)? as f32
-    };
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        for g in grads.iter_mut() {
-            scale(gpu, g, coef)?;
-        }
-    }
-    Ok(norm)
 }

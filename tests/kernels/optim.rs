@@ -3,7 +3,7 @@
 //! index order, added on the host in chunk order; one multiply to clip): bit for bit, atol 0,
 //! rtol 0.
 
-use super::{assert_close, gpu, random};
+use super::{assert_close, gpu, random, shared_gpu};
 use moe::cuda::optim;
 use moe::optim::{adamw_update, clip_grad_norm, global_norm, AdamWConfig, AdamWScalars};
 use moe::tensor::Tensor;
@@ -44,14 +44,14 @@ fn adamw_update_matches_cpu_over_several_steps() {
 
 #[test]
 fn global_norm_matches_cpu_bit_for_bit() {
-    let Some(gpu) = gpu("global_norm_matches_cpu_bit_for_bit") else { return };
+    let Some(gpu) = shared_gpu("global_norm_matches_cpu_bit_for_bit") else { return };
     // Sizes around the chunk (4096) and several tensors together.
     let sizes = [1, 3, 50, 783, 4095, 4096, 4097, 100_003, 1_000_000];
     let tensors: Vec<Tensor> =
         sizes.iter().enumerate().map(|(i, &n)| Tensor::new(&[n], random(n, 7 + i as u64))).collect();
     for t in &tensors {
         let want = global_norm(&[t]);
-        let got = optim::global_norm(gpu, &[&gpu.upload(t.data()).unwrap()]).unwrap();
+        let got = global_norm(&[&t.to_gpu(gpu)]);
         assert_eq!(
             got.to_bits(),
             want.to_bits(),
@@ -60,8 +60,8 @@ fn global_norm_matches_cpu_bit_for_bit() {
         );
     }
     let want = global_norm(&tensors.iter().collect::<Vec<_>>());
-    let bufs: Vec<_> = tensors.iter().map(|t| gpu.upload(t.data()).unwrap()).collect();
-    let got = optim::global_norm(gpu, &bufs.iter().collect::<Vec<_>>()).unwrap();
+    let on_gpu: Vec<Tensor> = tensors.iter().map(|t| t.to_gpu(gpu)).collect();
+    let got = global_norm(&on_gpu.iter().collect::<Vec<_>>());
     assert_eq!(got.to_bits(), want.to_bits(), "global_norm of all: GPU {got} vs CPU {want}");
 }
 
@@ -80,24 +80,23 @@ fn scale_matches_cpu() {
 
 #[test]
 fn clip_grad_norm_matches_cpu() {
-    let Some(gpu) = gpu("clip_grad_norm_matches_cpu") else { return };
+    let Some(gpu) = shared_gpu("clip_grad_norm_matches_cpu") else { return };
     // ‖g‖ is about 200 here: max_norm 1 clips, max_norm 1e4 does not.
     for max_norm in [1.0f32, 1e4] {
         let grads: Vec<Tensor> =
             SIZES.iter().enumerate().map(|(i, &n)| Tensor::new(&[n], random(n, 90 + i as u64))).collect();
-        let mut bufs: Vec<_> = grads.iter().map(|g| gpu.upload(g.data()).unwrap()).collect();
+        let mut on_gpu: Vec<Tensor> = grads.iter().map(|g| g.to_gpu(gpu)).collect();
         let mut want = grads.clone();
         let want_norm = clip_grad_norm(&mut want.iter_mut().collect::<Vec<_>>(), max_norm);
-        let got_norm =
-            optim::clip_grad_norm(gpu, &mut bufs.iter_mut().collect::<Vec<_>>(), max_norm).unwrap();
+        let got_norm = clip_grad_norm(&mut on_gpu.iter_mut().collect::<Vec<_>>(), max_norm);
         assert_eq!(
             got_norm.to_bits(),
             want_norm.to_bits(),
             "clip_grad_norm: GPU norm {got_norm} vs CPU {want_norm}"
         );
-        for (buf, w) in bufs.iter().zip(&want) {
+        for (got, w) in on_gpu.iter().zip(&want) {
             let what = format!("clip_grad_norm max_norm={max_norm} n={}", w.data().len());
-            assert_close(&what, &gpu.download(buf).unwrap(), w.data(), 0.0, 0.0);
+            assert_close(&what, got.to_host().data(), w.data(), 0.0, 0.0);
         }
     }
 }
